@@ -1,0 +1,22 @@
+# Two entry points: `make demo` runs the quickstart pipeline, `make test` the
+# test suite. Both install into .venv first; the stamp file makes a second
+# call skip the install unless the install inputs changed.
+VENV ?= .venv
+CONFIG ?= experiments/quickstart.yaml
+PYTEST_ARGS ?=
+INSTALL_INPUTS := pyproject.toml constraints/cpu.txt scripts/install.sh
+STAMP := $(VENV)/.installed-$(shell cat $(INSTALL_INPUTS) | sha1sum | cut -c1-12)
+
+.PHONY: demo test install
+demo: $(STAMP)
+	$(VENV)/bin/ray-distill run $(CONFIG)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+$(STAMP): $(INSTALL_INPUTS)
+	rm -f $(VENV)/.installed-*
+	bash scripts/install.sh $(VENV)
+	touch $@

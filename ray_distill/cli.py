@@ -1,0 +1,140 @@
+"""The `ray-distill` command line.
+
+    ray-distill run CONFIG [key=value ...]       the configured pipeline
+    ray-distill <stage> CONFIG [key=value ...]   one stage (see --help)
+    ray-distill config show CONFIG [key=value ...]
+    ray-distill config reference
+    ray-distill models NAME [NAME ...]           resolve (and build) models
+    ray-distill benchmarks [CONFIG] [key=value ...]
+
+User errors (bad config, missing files, unknown names) print one line and
+exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+from ray_distill import __version__
+from ray_distill.errors import UserError
+
+
+def _add_config_args(parser: argparse.ArgumentParser, optional: bool = False) -> None:
+    parser.add_argument("config", nargs="?" if optional else None, help="experiment YAML, e.g. experiments/quickstart.yaml")
+    parser.add_argument("overrides", nargs="*", help="config overrides as section.key=value")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ray_distill.stages import STAGES
+
+    parser = argparse.ArgumentParser(
+        prog="ray-distill",
+        description="Distill tool-using LLM agents into small models, from one core to a Ray cluster.",
+    )
+    parser.add_argument("--version", action="version", version=f"ray-distill {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the stages listed in run.stages, skipping finished ones")
+    _add_config_args(run)
+    run.add_argument("--force", action="store_true", help="rerun finished stages too")
+
+    for stage in STAGES.values():
+        p = sub.add_parser(stage.name, help=f"stage: {stage.help}")
+        _add_config_args(p)
+        p.add_argument("--force", action="store_true", help="rerun even if finished")
+
+    config = sub.add_parser("config", help="inspect configs")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    _add_config_args(config_sub.add_parser("show", help="print the resolved config"))
+    config_sub.add_parser("reference", help="print the reference of every config key (Markdown)")
+
+    models = sub.add_parser("models", help="resolve model or embedder names to local files (builds embedded ones)")
+    models.add_argument("names", nargs="+", help="model names: embedded, local path or hub id")
+    models.add_argument("--embedder", action="store_true", help="resolve the names as sentence embedders")
+
+    bench = sub.add_parser("benchmarks", help="list the paper's benchmarks and the files found for them")
+    _add_config_args(bench, optional=True)
+    return parser
+
+
+def _split_config(args: argparse.Namespace) -> tuple[Optional[str], list[str]]:
+    # argparse puts a lone `key=value` into `config` when CONFIG is optional.
+    if args.config is not None and "=" in args.config:
+        return None, [args.config, *args.overrides]
+    return args.config, list(args.overrides)
+
+
+def _command(args: argparse.Namespace) -> int:
+    from ray_distill.config import load_config, to_yaml
+    from ray_distill.stages import STAGES
+
+    if args.command == "config":
+        if args.config_command == "reference":
+            from ray_distill.config.reference import reference
+
+            print(reference())
+        else:
+            print(to_yaml(load_config(args.config, args.overrides)), end="")
+        return 0
+    if args.command == "models":
+        from ray_distill.models import resolve_embedder, resolve_model
+
+        for name in args.names:
+            path = resolve_embedder(name).path if args.embedder else resolve_model(name)
+            print(f"{name}\t{path}")
+        return 0
+    if args.command == "benchmarks":
+        return _list_benchmarks(*_split_config(args))
+
+    from ray_distill.stages.pipeline import run_pipeline
+
+    config = load_config(args.config, args.overrides)
+    stages = None if args.command == "run" else [args.command]
+    run_pipeline(config, stages, force=args.force, progress=not args.quiet)
+    print(f"run directory: {config.run.dir}")
+    return 0
+
+
+def _list_benchmarks(config_path: Optional[str], overrides: list[str]) -> int:
+    from ray_distill.config import load_config
+    from ray_distill.data.benchmarks import BENCHMARKS, default_data_dir, find_benchmark
+
+    config = load_config(config_path, overrides)
+    data_dir = default_data_dir(config.benchmarks.data_dir)
+    print(f"data directory: {data_dir}")
+    for name, spec in BENCHMARKS.items():
+        try:
+            where = str(find_benchmark(name, data_dir, config.benchmarks.files))
+        except UserError:
+            where = "(not found)"
+        print(f"  {name:<18} {spec.domain:<5} {spec.role:<19} {spec.size:>5}  {where}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    # Overrides may follow options (`world CONFIG --force key=value`), which
+    # plain parse_args rejects once the positionals are consumed.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(arg.startswith("-") for arg in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("ray_distill").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    try:
+        return _command(args)
+    except UserError as e:
+        print(f"ray-distill: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ray-distill: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Typed schemas of an experiment config.
+
+Every section is a dataclass; OmegaConf merges YAML files and `key=value`
+overrides onto them, which rejects unknown keys and wrong types. Range checks
+that types cannot express live in each section's `problems()`, which yields
+`(field, message)` pairs; the loader prefixes them with the section path so an
+error always names the full key. The `help` metadata of every field feeds the
+generated config reference (docs/CONFIG.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+Problems = Iterator[tuple[str, str]]
+
+
+def _help(text: str, default=None, *, factory=None):
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class RunConfig:
+    """Where a run writes and which stages it runs."""
+
+    name: str = _help("Name of the run, used in the default run directory.", "quickstart")
+    dir: str = _help(
+        "Run directory (a local path): resolved config, stage manifest and every stage output.",
+        "runs/${run.name}",
+    )
+    stages: list[str] = _help(
+        "Stages `ray-distill run` executes, in order. See `ray-distill --help`.",
+        factory=lambda: ["world"],
+    )
+
+    def problems(self) -> Problems:
+        if not self.name.strip():
+            yield "name", "must not be empty"
+        if not self.dir.strip():
+            yield "dir", "must not be empty"
+        if len(set(self.stages)) != len(self.stages):
+            yield "stages", f"lists a stage twice: {self.stages}"
+
+
+@dataclass
+class ModelsConfig:
+    """Model names, resolved by `ray_distill.models` (embedded name, HF id or local path)."""
+
+    teacher: str = _help("Teacher LLM.", "smollm2-135m-instruct")
+    student: str = _help("Student LLM to distill into.", "smollm2-135m-instruct")
+    embedder: str = _help("Sentence embedder of the retrieval index.", "minilm-l6")
+
+    def problems(self) -> Problems:
+        for key in ("teacher", "student", "embedder"):
+            if not getattr(self, key).strip():
+                yield key, "must name a model"
+
+
+@dataclass
+class WorldConfig:
+    """The generated world: fictional corpus plus questions with known answers."""
+
+    seed: int = _help("Seed of the world; the same seed gives byte-identical files.", 0)
+    num_passages: int = _help("Passages in the corpus (one to several per entity).", 5000)
+    num_fact_questions: int = _help("Multi-hop fact questions (2-3 hops and comparisons).", 200)
+    num_math_questions: int = _help("Arithmetic word problems.", 200)
+    test_fraction: float = _help("Share of each question set held out as the test split.", 0.25)
+    shard_size: int = _help("Passages per corpus shard file (corpus/part-NNNNN.jsonl).", 1_000_000)
+    out_dir: Optional[str] = _help("Where to write the world; default `<run.dir>/world`.", None)
+
+    def problems(self) -> Problems:
+        if self.num_passages < 100:
+            yield "num_passages", f"must be at least 100, got {self.num_passages}"
+        for key in ("num_fact_questions", "num_math_questions"):
+            if getattr(self, key) < 0:
+                yield key, f"must be >= 0, got {getattr(self, key)}"
+        if not 0.0 <= self.test_fraction < 1.0:
+            yield "test_fraction", f"must be in [0, 1), got {self.test_fraction}"
+        if self.shard_size < 1:
+            yield "shard_size", f"must be >= 1, got {self.shard_size}"
+
+
+@dataclass
+class BenchmarksConfig:
+    """Where the paper's benchmark files live (see `ray-distill benchmarks`)."""
+
+    data_dir: Optional[str] = _help(
+        "Folder holding the benchmark files; default $RAY_DISTILL_BENCHMARKS, else ./data/benchmarks.",
+        None,
+    )
+    files: dict[str, str] = _help(
+        "Per-benchmark file name overrides inside data_dir, e.g. {hotpotqa: my_hotpot.jsonl}.",
+        factory=dict,
+    )
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment: one YAML file in experiments/."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
+    benchmarks: BenchmarksConfig = field(default_factory=BenchmarksConfig)

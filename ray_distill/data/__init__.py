@@ -1,0 +1,1 @@
+"""Data: benchmark files and the generated world."""

@@ -1,0 +1,8 @@
+"""Pipeline stages, in pipeline order."""
+
+from ray_distill.stages import world
+from ray_distill.stages.base import Stage, StageContext
+
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (world.STAGE,)}
+
+__all__ = ["STAGES", "Stage", "StageContext"]

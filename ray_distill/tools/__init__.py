@@ -1,0 +1,1 @@
+"""The agent's tools: retrieval (and, in later modules, the code sandbox)."""

