@@ -25,6 +25,8 @@ from ray_distill.errors import UserError
 def _add_config_args(parser: argparse.ArgumentParser, optional: bool = False) -> None:
     parser.add_argument("config", nargs="?" if optional else None, help="experiment YAML, e.g. experiments/quickstart.yaml")
     parser.add_argument("overrides", nargs="*", help="config overrides as section.key=value")
+    # Also accepted after the subcommand; SUPPRESS keeps a top-level -q from being reset.
+    parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -67,7 +67,7 @@ def test_run_writes_config_and_manifest_then_resumes(tmp_path, capsys, caplog):
 
 def test_stage_subcommand_and_force(tmp_path, caplog):
     run_dir = tmp_path / "run"
-    assert main(["-q", "world", "experiments/quickstart.yaml", *_small(run_dir)]) == 0
+    assert main(["world", "experiments/quickstart.yaml", "-q", *_small(run_dir)]) == 0
     assert (run_dir / "world" / "world.json").is_file()
     assert main(["world", "experiments/quickstart.yaml", "--force", *_small(run_dir)]) == 0
     assert "up to date" not in caplog.text
