@@ -1,0 +1,7 @@
+"""Isolated, warm Python sandboxes for agent code (see worker.py for the boundary)."""
+
+from ray_distill.tools.sandbox.policy import PAPER_IMPORTS, SandboxPolicy
+from ray_distill.tools.sandbox.pool import SandboxPool
+from ray_distill.tools.sandbox.session import ExecResult, SandboxError, SandboxSession, ToolHandler
+
+__all__ = ["PAPER_IMPORTS", "ExecResult", "SandboxError", "SandboxPolicy", "SandboxPool", "SandboxSession", "ToolHandler"]

@@ -1,0 +1,600 @@
+"""The sandbox process: runs untrusted agent code, one episode per process tree.
+
+Started by the host as `python -I worker.py CONFIG_JSON` with a scrubbed
+environment, talking framed JSON over stdin/stdout. Everything at module
+level is stdlib, because the script runs without the project on sys.path.
+
+Process tree (one process group, started by the host as a new session):
+
+    S  reaper: child subreaper that only reaps; never runs user code
+    └─ Z  state holder: owns the episode's variables, talks to the host
+       └─ C1..CN  candidates: forks of Z, each runs one code block
+
+Every step runs in forks of Z, so each candidate sees its own copy of the
+session state (SAG); the chosen candidate *becomes* Z (its variables are
+the session's from then on) and the old Z exits. A candidate that crashes,
+hangs in C code or is killed leaves Z, and so the session, intact.
+
+Boundary (OS level): a fresh network namespace, a private uid when the host
+is root (so RLIMIT_NPROC bounds fork bombs and other users' files are out
+of reach), rlimits on memory, CPU time, file size and open files, a private
+working directory, and wall-clock kills. Policy (Python level, defence in
+depth): an import allow-list, an audit hook that refuses sockets, process
+creation, signals and file access outside the working directory, and capped
+output. Tool calls (`web_search`) travel back to the host as messages; the
+sandbox never needs a socket.
+"""
+
+import builtins
+import io
+import json
+import os
+import resource
+import select
+import signal
+import struct
+import sys
+import time
+import traceback
+
+MAX_MESSAGE_BYTES = 64 << 20
+_HEADER = struct.Struct(">I")
+HOST_IN, HOST_OUT = 0, 1
+
+
+class ProtocolError(Exception):
+    pass
+
+
+def send(fd, message):
+    data = json.dumps(message, default=str).encode()
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exact(fd, n):
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def recv(fd):
+    """The next message, or None at end of file."""
+    header = _read_exact(fd, _HEADER.size)
+    if header is None:
+        return None
+    (size,) = _HEADER.unpack(header)
+    if size > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
+    body = _read_exact(fd, size)
+    if body is None:
+        raise ProtocolError("truncated message")
+    return json.loads(body)
+
+
+# --- exceptions that user code cannot swallow with `except Exception` ------
+
+
+class FinalAnswer(BaseException):
+    def __init__(self, value):
+        super().__init__(value)
+        self.value = value
+
+
+class ExecutionTimeout(BaseException):
+    pass
+
+
+class OutputLimitExceeded(BaseException):
+    pass
+
+
+class ToolError(Exception):
+    pass
+
+
+class _CappedOutput(io.TextIOBase):
+    """stdout/stderr of a candidate: kept up to `limit` characters, then stops the code."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.parts = []
+        self.size = 0
+        self.truncated = False
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        text = str(text)
+        room = self.limit - self.size
+        if len(text) > room:
+            self.parts.append(text[:room])
+            self.size = self.limit
+            self.truncated = True
+            raise OutputLimitExceeded(f"output exceeded {self.limit} characters")
+        self.parts.append(text)
+        self.size += len(text)
+        return len(text)
+
+    def getvalue(self):
+        return "".join(self.parts)
+
+
+# --- setup -------------------------------------------------------------------
+
+
+_internal = [0]  # >0 while the worker's own code forks or signals
+
+
+class _Privileged:
+    def __enter__(self):
+        _internal[0] += 1
+
+    def __exit__(self, *exc):
+        _internal[0] -= 1
+
+
+def _isolate_network(report):
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET
+            report["network"] = f"policy only (unshare: {os.strerror(ctypes.get_errno())})"
+            return
+        report["network"] = "namespace"
+    except Exception as e:  # no libc / not Linux
+        report["network"] = f"policy only ({type(e).__name__})"
+
+
+def _set_subreaper():
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:
+        pass
+
+
+def _set_limit(which, value):
+    if value is None:
+        return
+    _, hard = resource.getrlimit(which)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(which, (value, value if which != resource.RLIMIT_CPU else value + 5))
+
+
+def _join_cgroup(path, report):
+    """Enter the pids cgroup the host prepared, which bounds the session's
+    process count even for root (RLIMIT_NPROC never binds uid 0)."""
+    if not path:
+        return
+    try:
+        with open(os.path.join(path, "cgroup.procs"), "w") as handle:
+            handle.write(str(os.getpid()))
+        report["processes"] = "cgroup"
+    except OSError as e:
+        report["cgroup"] = f"not joined: {e.strerror}"
+
+
+def _disarm_process_spawning():
+    # fork_exec raises no audit event of its own; subprocess reaches it by
+    # attribute lookup, so replacing it closes that path too.
+    import _posixsubprocess
+
+    def refused(*args, **kwargs):
+        raise PermissionError("sandbox: process creation is not allowed")
+
+    _posixsubprocess.fork_exec = refused
+
+
+def _drop_privileges(config, report):
+    uid = config.get("uid")
+    if uid is None or os.getuid() != 0:
+        report["uid"] = os.getuid()
+        return
+    os.setgroups([])
+    os.setgid(config["gid"])
+    os.setuid(uid)
+    report["uid"] = uid
+
+
+def _install_audit_hook(config):
+    """Refuse what agent code has no business doing, whatever path it takes to get there."""
+    work = os.path.realpath(config["work_dir"])
+    read_roots = tuple(os.path.realpath(p) for p in config["read_roots"])
+    denied = {
+        "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen", "os.forkpty",
+        "os.setuid", "os.setgid", "os.setsid", "os.setpgid", "os.chroot", "pty.spawn",
+        "socket.__new__", "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
+        "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
+        "ctypes.dlopen", "ctypes.dlsym", "ctypes.call_function", "ctypes.cdata", "ctypes.addressof",
+        "mmap.__new__", "sys.remote_exec", "sys.setprofile", "sys.settrace", "sys.addaudithook",
+        "signal.pthread_kill", "resource.setrlimit", "resource.prlimit",
+    }
+    privileged = {"os.fork", "os.kill", "os.killpg", "os.wait", "os.waitpid"}
+    path_events = {
+        "os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link",
+        "os.symlink", "os.truncate", "os.utime", "os.chdir", "os.listdir", "os.scandir",
+        "shutil.rmtree", "shutil.copyfile", "shutil.move",
+    }
+
+    def inside(path, roots):
+        real = os.path.realpath(path)
+        return any(real == r or real.startswith(r + os.sep) for r in roots)
+
+    def check_path(event, path, write):
+        if isinstance(path, int) or path is None:
+            return
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        path = os.fspath(path)
+        if inside(path, (work,)) or (not write and inside(path, read_roots)):
+            return
+        raise PermissionError(f"sandbox: {event} of {path!r} is not allowed outside the working directory")
+
+    def hook(event, args):
+        if _internal[0]:
+            return
+        if event in denied:
+            raise PermissionError(f"sandbox: {event} is not allowed")
+        if event in privileged:
+            raise PermissionError(f"sandbox: {event} is not allowed")
+        if event == "open":
+            path, mode, flags = args
+            write = (mode is not None and any(c in mode for c in "wax+")) or (
+                mode is None and flags is not None and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+            )
+            check_path(event, path, bool(write))
+        elif event in path_events and args:
+            check_path(event, args[0], event not in ("os.listdir", "os.scandir"))
+
+    sys.addaudithook(hook)
+
+
+def _guarded_builtins(allowed, real_import):
+    safe = dict(builtins.__dict__)
+
+    def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+        if level:
+            raise ImportError("relative imports are not allowed in the sandbox")
+        if name.split(".")[0] not in allowed:
+            raise ImportError(f"import of {name!r} is not allowed; allowed modules: {', '.join(sorted(allowed))}")
+        return real_import(name, globals, locals, fromlist, level)
+
+    safe["__import__"] = guarded_import
+    for name in ("exit", "quit", "input", "breakpoint", "help", "copyright", "credits", "license"):
+        safe.pop(name, None)
+    return safe
+
+
+# --- the state holder and its candidates -------------------------------------
+
+
+def _error(exc_type, message, line=None, source=None):
+    error = {"type": exc_type, "message": message}
+    if line is not None:
+        error["line"] = line
+        error["source"] = source
+    return error
+
+
+def _describe(exc, code):
+    if isinstance(exc, SyntaxError):
+        return _error("SyntaxError", exc.msg, exc.lineno, (exc.text or "").strip())
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == "<code>":
+            line = frame.lineno
+    source = code.splitlines()[line - 1].strip() if line and line <= len(code.splitlines()) else None
+    return _error(type(exc).__name__, str(exc), line, source)
+
+
+def _jsonable(value):
+    if isinstance(value, (str, bool, int)) or (isinstance(value, float) and value == value):
+        return value
+    return str(value)
+
+
+class StateHolder:
+    def __init__(self, config):
+        self.config = config
+        self.namespace = {"__name__": "__main__", "__builtins__": config["_builtins"]}
+        self.pending = []  # candidates of the last step, awaiting the host's choice
+        for tool in config["tools"]:
+            self.namespace[tool] = self._tool_stub(tool)
+        self.namespace["final_answer"] = self._final_answer
+        self.channel = None  # (to Z, from Z) while running as a candidate
+        self.step = 0
+
+    # tools, as seen from user code inside a candidate
+    def _tool_stub(self, name):
+        def call(*args, **kwargs):
+            send(self.channel[0], {"op": "tool_call", "name": name, "args": list(args), "kwargs": kwargs})
+            reply = recv(self.channel[1])
+            if reply is None:
+                os._exit(1)
+            if "error" in reply:
+                raise ToolError(reply["error"])
+            return reply["value"]
+
+        call.__name__ = name
+        return call
+
+    @staticmethod
+    def _final_answer(answer):
+        raise FinalAnswer(answer)
+
+    # -- Z side --
+    def serve(self):
+        while True:
+            message = recv(HOST_IN)
+            if message is None or message["op"] == "close":
+                os._exit(0)
+            if message["op"] == "run":
+                self._run(message)
+            elif message["op"] == "choose":
+                self._choose(message.get("index"))
+            else:
+                raise ProtocolError(f"unexpected op {message['op']!r}")
+
+    def _reap(self):
+        with _Privileged():
+            while True:
+                try:
+                    pid, _ = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    return
+                if pid == 0:
+                    return
+
+    def _run(self, message):
+        self._discard_pending()
+        self._reap()
+        self.step += 1
+        timeout = float(message["timeout"])
+        candidates = []
+        for index, code in enumerate(message["codes"]):
+            to_child_r, to_child_w = os.pipe()
+            from_child_r, from_child_w = os.pipe()
+            with _Privileged():
+                pid = os.fork()
+            if pid == 0:
+                for c in candidates:
+                    os.close(c["r"])
+                    os.close(c["w"])
+                os.close(to_child_w)
+                os.close(from_child_r)
+                self._candidate(code, timeout, (from_child_w, to_child_r))
+            os.close(to_child_r)
+            os.close(from_child_w)
+            candidates.append({"index": index, "pid": pid, "r": from_child_r, "w": to_child_w,
+                               "deadline": time.monotonic() + timeout + 1.0, "result": None})
+        self._collect(candidates, timeout)
+        results = [c["result"] for c in candidates]
+        self.pending = candidates
+        if message.get("auto_adopt", True) and len(candidates) == 1 and not results[0]["killed"]:
+            adopted = self._handover(0)
+            send(HOST_OUT, {"op": "results", "results": results, "adopted": 0 if adopted else None})
+            if adopted:
+                os._exit(0)
+            return
+        send(HOST_OUT, {"op": "results", "results": results, "adopted": None})
+
+    def _collect(self, candidates, timeout):
+        by_fd = {c["r"]: c for c in candidates}
+        while any(c["result"] is None for c in candidates):
+            now = time.monotonic()
+            for c in candidates:
+                if c["result"] is None and now >= c["deadline"]:
+                    self._kill(c, _error("TimeoutError", f"execution exceeded {timeout:g} s and was stopped"))
+            waiting = [c["r"] for c in candidates if c["result"] is None]
+            if not waiting:
+                break
+            wait = max(0.0, min(c["deadline"] for c in candidates if c["result"] is None) - now)
+            ready, _, _ = select.select(waiting + [HOST_IN], [], [], wait)
+            for fd in ready:
+                if fd == HOST_IN:
+                    self._relay_tool_result(candidates)
+                    continue
+                c = by_fd[fd]
+                try:
+                    message = recv(fd)
+                except (ProtocolError, ValueError) as e:
+                    self._kill(c, _error("ProtocolError", str(e)))
+                    continue
+                if message is None:
+                    self._died(c)
+                elif message["op"] == "tool_call":
+                    message["candidate"] = c["index"]
+                    send(HOST_OUT, message)
+                elif message["op"] == "result":
+                    c["result"] = message["result"]
+
+    def _relay_tool_result(self, candidates):
+        message = recv(HOST_IN)
+        if message is None:
+            os._exit(0)
+        if message.get("op") != "tool_result":
+            raise ProtocolError(f"expected tool_result during a step, got {message.get('op')!r}")
+        c = candidates[message["candidate"]]
+        if c["result"] is None:
+            send(c["w"], message)
+
+    def _kill(self, c, error):
+        with _Privileged():
+            try:
+                os.kill(c["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        c["result"] = {"stdout": "", "truncated": False, "error": error, "final_answer": None,
+                       "has_final_answer": False, "killed": True, "seconds": None}
+        self._close(c)
+
+    def _died(self, c):
+        with _Privileged():
+            try:
+                _, status = os.waitpid(c["pid"], 0)
+            except ChildProcessError:
+                status = 0
+        if os.WIFSIGNALED(status):
+            how = f"was killed by signal {signal.Signals(os.WTERMSIG(status)).name}"
+            if os.WTERMSIG(status) in (signal.SIGKILL, signal.SIGXCPU):
+                how += " (CPU-time or memory limit)"
+        else:
+            how = f"exited with status {os.WEXITSTATUS(status)}"
+        c["result"] = {"stdout": "", "truncated": False, "error": _error("ProcessDied", f"the interpreter {how}"),
+                       "final_answer": None, "has_final_answer": False, "killed": True, "seconds": None}
+        self._close(c)
+
+    @staticmethod
+    def _close(c):
+        for key in ("r", "w"):
+            if c.get(key) is not None:
+                os.close(c[key])
+                c[key] = None
+
+    def _discard_pending(self):
+        for c in self.pending:
+            if c["r"] is not None:
+                with _Privileged():
+                    try:
+                        os.kill(c["pid"], signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                self._close(c)
+        self.pending = []
+
+    def _choose(self, index):
+        valid = index is not None and 0 <= index < len(self.pending) and not self.pending[index]["result"]["killed"]
+        if not valid:
+            self._discard_pending()
+            send(HOST_OUT, {"op": "chosen", "index": None})
+            return
+        adopted = self._handover(index)
+        send(HOST_OUT, {"op": "chosen", "index": index if adopted else None})
+        if adopted:
+            os._exit(0)
+
+    def _handover(self, index):
+        """Make pending candidate `index` the state holder. On True the caller
+        sends its reply and exits; on False (the winner died in between) this
+        process keeps the session and its state."""
+        winner = self.pending[index]
+        self.pending = [c for c in self.pending if c is not winner]
+        self._discard_pending()
+        send(winner["w"], {"op": "adopt"})
+        ack = recv(winner["r"])
+        self._close(winner)
+        return ack is not None and ack.get("op") == "adopted"
+
+    # -- candidate side --
+    def _candidate(self, code, timeout, channel):
+        self.channel = channel
+        self.pending = []
+        out = _CappedOutput(self.config["output_limit"])
+        real_stdout, real_stderr = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = out
+
+        def on_alarm(signum, frame):
+            raise ExecutionTimeout(f"execution exceeded {timeout:g} s and was stopped")
+
+        signal.signal(signal.SIGALRM, on_alarm)
+        result = {"stdout": "", "truncated": False, "error": None, "final_answer": None,
+                  "has_final_answer": False, "killed": False}
+        start = time.perf_counter()
+        try:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            exec(compile(code, "<code>", "exec"), self.namespace)
+        except FinalAnswer as answer:
+            result["final_answer"] = _jsonable(answer.value)
+            result["has_final_answer"] = True
+        except ExecutionTimeout as e:
+            result["error"] = _error("TimeoutError", str(e))
+        except BaseException as e:  # everything user code raises is an observation
+            result["error"] = _describe(e, code)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            sys.stdout, sys.stderr = real_stdout, real_stderr
+        result["seconds"] = time.perf_counter() - start
+        result["stdout"] = out.getvalue()
+        result["truncated"] = out.truncated
+        try:
+            send(channel[0], {"op": "result", "result": result})
+            verdict = recv(channel[1])
+        except Exception:
+            os._exit(1)
+        if verdict is None or verdict.get("op") != "adopt":
+            os._exit(0)
+        # Adopted: this process is the state holder now.
+        send(channel[0], {"op": "adopted"})
+        os.close(channel[0])
+        os.close(channel[1])
+        self.channel = None
+        self.serve()
+        os._exit(0)
+
+
+def main(config):
+    report = {}
+    os.umask(0o077)
+    os.chdir(config["work_dir"])
+    if config["isolate_network"]:
+        _isolate_network(report)
+    else:
+        report["network"] = "policy only"
+    _set_subreaper()
+    limits = config["limits"]
+    _set_limit(resource.RLIMIT_CORE, 0)
+    _set_limit(resource.RLIMIT_FSIZE, limits["file_size_bytes"])
+    _set_limit(resource.RLIMIT_NOFILE, limits["open_files"])
+    _set_limit(resource.RLIMIT_CPU, limits["cpu_seconds"])
+    _join_cgroup(config.get("cgroup"), report)
+    # Import before dropping privileges: the interpreter's files may not be
+    # readable by the sandbox uid, and a half-imported numpy cannot recover.
+    report["preloaded"] = []
+    for name in config["preload"]:
+        try:
+            __import__(name)
+            report["preloaded"].append(name)
+        except Exception:
+            pass
+    _disarm_process_spawning()
+    _drop_privileges(config, report)
+    if config.get("uid") is not None and os.getuid() == config["uid"]:
+        _set_limit(resource.RLIMIT_NPROC, limits["processes"])
+        report.setdefault("processes", "rlimit")
+    report.setdefault("processes", "policy only")
+    _set_limit(resource.RLIMIT_AS, limits["memory_bytes"])
+    config["_builtins"] = _guarded_builtins(frozenset(config["allowed_imports"]), builtins.__import__)
+    _install_audit_hook(config)
+
+    with _Privileged():
+        pid = os.fork()
+    if pid:
+        # S: reap until no descendant is left. The host channel belongs to Z.
+        os.close(HOST_IN)
+        os.close(HOST_OUT)
+        with _Privileged():
+            while True:
+                try:
+                    os.wait()
+                except ChildProcessError:
+                    os._exit(0)
+                except InterruptedError:
+                    continue
+    holder = StateHolder(config)
+    send(HOST_OUT, {"op": "ready", "pid": os.getpid(), "isolation": report})
+    holder.serve()
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))
