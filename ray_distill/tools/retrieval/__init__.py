@@ -1,5 +1,6 @@
-"""Dense retrieval: the sentence encoder (indexes and services build on it)."""
+"""Dense retrieval: the sentence encoder, an in-process faiss index, and result formatting."""
 
 from ray_distill.tools.retrieval.encoder import Encoder
+from ray_distill.tools.retrieval.index import FaissRetriever, Hit, Retriever, format_hits, read_corpus
 
-__all__ = ["Encoder"]
+__all__ = ["Encoder", "FaissRetriever", "Hit", "Retriever", "format_hits", "read_corpus"]

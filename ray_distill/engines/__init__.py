@@ -1,0 +1,5 @@
+"""LLM engines behind one protocol (see protocol.py)."""
+
+from ray_distill.engines.protocol import Completion, Engine, GenerationRequest, Sample, SamplingParams
+
+__all__ = ["Completion", "Engine", "GenerationRequest", "Sample", "SamplingParams"]

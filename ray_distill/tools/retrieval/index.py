@@ -1,0 +1,83 @@
+"""In-process dense retrieval: a faiss inner-product index over a corpus.
+
+The corpus is the Wikipedia-2018 format (JSONL lines `{"id", "contents":
+"Title\\ntext"}`); passages are embedded with the encoder's passage prefix
+and searched with its query prefix. The distributed service plugs into the
+same `Retriever` protocol.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Protocol, Sequence
+
+import numpy as np
+
+from ray_distill.tools.retrieval.encoder import Encoder
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    title: str
+    text: str
+    score: float
+
+
+class Retriever(Protocol):
+    def search(self, queries: Sequence[str], k: int = 3) -> list[list[Hit]]: ...
+
+
+def read_corpus(paths: Iterable[str | Path]) -> Iterator[dict]:
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    yield json.loads(line)
+
+
+def split_contents(contents: str) -> tuple[str, str]:
+    title, _, text = contents.partition("\n")
+    return title, text
+
+
+class FaissRetriever:
+    def __init__(self, encoder: Encoder, ids: list[str], contents: list[str], vectors: np.ndarray):
+        import faiss
+
+        self.encoder = encoder
+        self.ids = ids
+        self.contents = contents
+        self.index = faiss.IndexFlatIP(vectors.shape[1])
+        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    @classmethod
+    def from_corpus(cls, paths: Iterable[str | Path], encoder: Encoder) -> "FaissRetriever":
+        records = list(read_corpus(paths))
+        contents = [r["contents"] for r in records]
+        vectors = encoder.encode_passages(contents)
+        return cls(encoder, [str(r["id"]) for r in records], contents, vectors)
+
+    def search(self, queries: Sequence[str], k: int = 3) -> list[list[Hit]]:
+        if not queries:
+            return []
+        scores, rows = self.index.search(self.encoder.encode_queries(list(queries)), min(k, len(self.ids)))
+        results = []
+        for score_row, index_row in zip(scores, rows):
+            hits = []
+            for score, i in zip(score_row, index_row):
+                if i < 0:
+                    continue
+                title, text = split_contents(self.contents[i])
+                hits.append(Hit(self.ids[i], title, text, float(score)))
+            results.append(hits)
+        return results
+
+
+def format_hits(hits: Sequence[Hit]) -> str:
+    """What `web_search` returns to the agent: numbered documents with scores."""
+    if not hits:
+        return "No documents found."
+    return "\n".join(f"Doc {n} (Title: {h.title}) score={h.score:.2f}\n{h.text}" for n, h in enumerate(hits, 1))

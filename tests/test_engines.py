@@ -1,0 +1,98 @@
+"""The engine protocol, run against each backend (the same assertions for all)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ray_distill.engines import GenerationRequest, SamplingParams
+from ray_distill.engines.protocol import render_prompt
+
+CHAT = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour."}]
+
+
+@pytest.fixture(scope="module", params=["hf"])
+def engine(request, tiny_model):
+    if request.param == "hf":
+        from ray_distill.engines.hf import HFEngine
+
+        return HFEngine(str(tiny_model))
+    raise AssertionError(request.param)
+
+
+def generate(engine, *requests):
+    async def go():
+        return await asyncio.gather(*(engine.generate(r) for r in requests))
+
+    return asyncio.run(go())
+
+
+def req(**params) -> GenerationRequest:
+    return GenerationRequest(CHAT, SamplingParams(**params))
+
+
+def test_greedy_is_deterministic_and_respects_max_tokens(engine):
+    a, b = generate(engine, req(max_new_tokens=12), req(max_new_tokens=12))
+    assert a.texts == b.texts
+    sample = a.samples[0]
+    assert sample.tokens <= 12
+    assert sample.finish_reason == "eos" or (sample.finish_reason == "length" and sample.tokens == 12)
+    assert a.prompt_tokens > 0
+
+
+def test_n_samples_share_a_prompt_and_seeds_make_them_reproducible(engine):
+    seeded = req(n=4, temperature=1.0, max_new_tokens=16, seed=11)
+    (first,) = generate(engine, seeded)
+    assert len(first.samples) == 4 and len(set(first.texts)) > 1
+    # the same seed gives the same samples, alone or batched with other requests
+    batched = generate(engine, req(n=2, temperature=1.0, max_new_tokens=8, seed=5), seeded,
+                       req(max_new_tokens=20), req(n=3, temperature=0.7, max_new_tokens=16))
+    assert batched[1].texts == first.texts
+    (other,) = generate(engine, req(n=4, temperature=1.0, max_new_tokens=16, seed=12))
+    assert other.texts != first.texts
+
+
+def test_stop_strings_cut_the_text_before_them(engine):
+    (full,) = generate(engine, req(temperature=1.0, max_new_tokens=40, seed=3))
+    text = full.texts[0]
+    assert len(text) > 12, text
+    stop = text[8:11]
+    (cut,) = generate(engine, req(temperature=1.0, max_new_tokens=40, seed=3, stop=("never-there", stop)))
+    assert cut.texts[0] == text[: text.index(stop)]
+    assert cut.samples[0].finish_reason == "stop"
+
+
+def test_top_p_near_zero_is_greedy(engine):
+    greedy, nucleus = generate(engine, req(max_new_tokens=16), req(temperature=1.0, top_p=1e-6, max_new_tokens=16, seed=9))
+    assert nucleus.texts == greedy.texts
+
+
+def test_concurrent_requests_are_batched(engine):
+    before = engine.batches
+    results = generate(engine, *[req(max_new_tokens=6, temperature=0.8, seed=i) for i in range(6)])
+    assert len(results) == 6 and all(len(r.samples) == 1 for r in results)
+    assert engine.batches - before < 6
+
+
+def test_continue_final_message_renders_an_open_assistant_turn(engine):
+    prefix = "Thought: a colour is"
+    messages = CHAT + [{"role": "assistant", "content": prefix}]
+    prompt = render_prompt(engine.tokenizer, messages, continue_final_message=True)
+    assert prompt.endswith(prefix)
+    (completion,) = generate(engine, GenerationRequest(messages, SamplingParams(max_new_tokens=4),
+                                                       continue_final_message=True))
+    assert completion.samples[0].tokens <= 4
+
+
+def test_bad_requests_are_rejected():
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        SamplingParams(n=0)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0)
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingParams(temperature=-1)
+    with pytest.raises(ValueError, match="assistant message last"):
+        GenerationRequest(CHAT, continue_final_message=True)
+    with pytest.raises(ValueError, match="at least one message"):
+        GenerationRequest([])
