@@ -12,7 +12,7 @@ from ray_distill.agent import Agent, AgentConfig, SAGConfig, first_thought_prefi
 from ray_distill.agent.episode import chat_view
 from ray_distill.agent.prompts import STUDENT_SYSTEM_PROMPT, few_shot_messages
 from ray_distill.engines import Completion, GenerationRequest, Sample
-from ray_distill.tools.sandbox import SandboxPolicy, SandboxSession
+from ray_distill.tools.sandbox import SandboxPolicy, SandboxSession, Toolbox
 
 
 def step(thought: str, code: str) -> str:
@@ -41,13 +41,13 @@ async def search(name, args, kwargs):
     return f"Doc 1 (Title: Zed) score=0.90\nZed was born in {kwargs.get('query', args[0])}ville."
 
 
-def episode(script, config=AgentConfig(), tools=search, **kwargs):
+def episode(script, config=AgentConfig(), **kwargs):
     engine = ScriptedEngine(script)
 
     async def go():
-        session = await SandboxSession.start(SandboxPolicy(timeout_seconds=5), tools=["web_search"])
+        session = await SandboxSession.start(SandboxPolicy(timeout_seconds=5), Toolbox(search))
         try:
-            return await Agent(engine, config, tools).run("Where was Zed born?", session, **kwargs)
+            return await Agent(engine, config).run("Where was Zed born?", session, **kwargs)
         finally:
             await session.close()
 
@@ -150,7 +150,7 @@ def test_a_dead_sandbox_is_an_infrastructure_error_not_an_answer():
         engine = ScriptedEngine([[step("a", "print(1)")]])
         session = await SandboxSession.start(SandboxPolicy(timeout_seconds=5))
         await session.close()
-        return await Agent(engine, AgentConfig(), None).run("q", session)
+        return await Agent(engine, AgentConfig()).run("q", session)
 
     record = asyncio.run(go())
     assert record.error.startswith("sandbox:") and record.final_answer is None

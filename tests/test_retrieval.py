@@ -46,7 +46,9 @@ def test_the_first_hop_of_world_questions_is_retrieved(world, retriever):
 
 
 def test_web_search_tool_formats_numbered_documents(retriever):
-    tool = retrieval_tools(retriever, k=3)
+    toolbox = retrieval_tools(retriever, k=3)
+    assert toolbox.names == ("web_search",)
+    tool = toolbox.handler
     text = asyncio.run(tool("web_search", [], {"query": "city population"}))
     lines = text.splitlines()
     assert lines[0].startswith("Doc 1 (Title: ") and " score=" in lines[0]

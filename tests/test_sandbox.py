@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ray_distill.tools.sandbox import SandboxError, SandboxPolicy, SandboxPool, SandboxSession
+from ray_distill.tools.sandbox import SandboxError, SandboxPolicy, SandboxPool, SandboxSession, Toolbox
 
 POLICY = SandboxPolicy(timeout_seconds=2.0, memory_bytes=1 << 30, output_limit=2000)
 
@@ -21,8 +21,8 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def _with_session(fn, policy=POLICY, tools=("web_search",)):
-    session = await SandboxSession.start(policy, tools)
+async def _with_session(fn, policy=POLICY, toolbox=None):
+    session = await SandboxSession.start(policy, toolbox)
     try:
         return await fn(session)
     finally:
@@ -139,15 +139,17 @@ def test_tool_calls_go_to_the_host_and_back():
         return f"3 documents about {kwargs.get('query') or args[0]}"
 
     async def scenario(session):
-        ok = await session.run("r = web_search(query='Paris')\nprint(r)", tools)
-        bad = await session.run("web_search('fail')", tools)
-        return ok, bad
+        ok = await session.run("r = web_search(query='Paris')\nprint(r)")
+        bad = await session.run("web_search('fail')")
+        missing = await session.run("print(wikipedia('x'))")
+        return ok, bad, missing
 
-    ok, bad = run(_with_session(scenario))
+    ok, bad, missing = run(_with_session(scenario, toolbox=Toolbox(tools)))
     assert ok.stdout == "3 documents about Paris\n"
     assert ok.tool_calls == [{"name": "web_search", "args": [], "kwargs": {"query": "Paris"}, "value": "3 documents about Paris"}]
     assert bad.error["type"] == "ToolError" and "index offline" in bad.error["message"]
     assert seen[0] == ("web_search", [], {"query": "Paris"})
+    assert missing.error["type"] == "NameError"  # only the toolbox's names exist in the sandbox
 
 
 def test_candidates_run_on_isolated_copies_and_the_chosen_state_is_kept():
@@ -190,9 +192,9 @@ def test_concurrent_candidates_get_their_own_tool_results():
         return args[0].upper()
 
     async def scenario(session):
-        return await session.run_candidates([f"print(web_search('{'q' * (i + 1)}'))" for i in range(3)], tools)
+        return await session.run_candidates([f"print(web_search('{'q' * (i + 1)}'))" for i in range(3)])
 
-    results = run(_with_session(scenario))
+    results = run(_with_session(scenario, toolbox=Toolbox(tools)))
     assert [r.stdout for r in results] == ["Q\n", "QQ\n", "QQQ\n"]
     assert [len(r.tool_calls) for r in results] == [1, 1, 1]
 

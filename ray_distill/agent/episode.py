@@ -8,7 +8,6 @@ sandbox session, and turns what happened into the next observation.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -19,8 +18,7 @@ from ray_distill.agent.parsing import PARSE_ERROR_HINT, STOP_STRINGS, normalise_
 from ray_distill.agent.records import CandidateRecord, EpisodeRecord, StepRecord
 from ray_distill.agent.sag import choose_candidate
 from ray_distill.engines.protocol import Engine, GenerationRequest, SamplingParams
-from ray_distill.tools.retrieval.index import Retriever, format_hits
-from ray_distill.tools.sandbox import ExecResult, SandboxError, SandboxSession, ToolHandler
+from ray_distill.tools.sandbox import ExecResult, Sandbox, SandboxError
 
 
 @dataclass(frozen=True)
@@ -47,21 +45,6 @@ def first_thought_prefix(cot_response: str) -> str:
     return f"Thought: {paragraph}\n\n"
 
 
-def retrieval_tools(retriever: Retriever, k: int = 3) -> ToolHandler:
-    """The tools sandboxed code can call, served on the host."""
-
-    async def handle(name: str, args: list, kwargs: dict):
-        if name != "web_search":
-            raise ValueError(f"unknown tool {name!r}")
-        query = kwargs.get("query", args[0] if args else None)
-        if not isinstance(query, str) or not query.strip():
-            raise ValueError("web_search needs a non-empty query string")
-        (hits,) = await asyncio.to_thread(retriever.search, [query], k)
-        return format_hits(hits)
-
-    return handle
-
-
 def chat_view(messages: Sequence[dict], few_shot: bool = False) -> list[dict]:
     """Messages as the engine gets them: observations travel as user turns, and
     the worked episodes (if any) sit between the system prompt and the task."""
@@ -80,12 +63,11 @@ def _observation(result: Optional[ExecResult], parse_error: Optional[str]) -> st
 
 
 class Agent:
-    def __init__(self, engine: Engine, config: AgentConfig = AgentConfig(), tools: Optional[ToolHandler] = None):
+    def __init__(self, engine: Engine, config: AgentConfig = AgentConfig()):
         self.engine = engine
         self.config = config
-        self.tools = tools
 
-    async def run(self, question: str, sandbox: SandboxSession, *, ftp_prefix: Optional[str] = None,
+    async def run(self, question: str, sandbox: Sandbox, *, ftp_prefix: Optional[str] = None,
                   question_id: Optional[str] = None, dataset: Optional[str] = None,
                   seed: Optional[int] = None) -> EpisodeRecord:
         config = self.config
@@ -118,7 +100,7 @@ class Agent:
         return record
 
     async def _step(self, record: EpisodeRecord, index: int, prefix: Optional[str], seed: Optional[int],
-                    rng: random.Random, sandbox: SandboxSession, session_id: str) -> StepRecord:
+                    rng: random.Random, sandbox: Sandbox, session_id: str) -> StepRecord:
         config = self.config
         params = config.sampling
         if config.sag:
@@ -144,7 +126,7 @@ class Agent:
             runnable = [i for i, p in enumerate(parsed) if p.ok]
             results: dict[int, ExecResult] = {}
             if runnable:
-                outcomes = await sandbox.run_candidates([parsed[i].code for i in runnable], self.tools)
+                outcomes = await sandbox.run_candidates([parsed[i].code for i in runnable])
                 results = dict(zip(runnable, outcomes))
                 for i, result in results.items():
                     c = candidates[i]
@@ -156,7 +138,7 @@ class Agent:
             result = results.get(chosen)
         else:
             chosen = 0
-            result = await sandbox.run(parsed[0].code, self.tools) if parsed[0].ok else None
+            result = await sandbox.run(parsed[0].code) if parsed[0].ok else None
         execution_seconds = time.perf_counter() - t0
 
         step = parsed[chosen]

@@ -2,6 +2,6 @@
 
 from ray_distill.tools.sandbox.policy import PAPER_IMPORTS, SandboxPolicy
 from ray_distill.tools.sandbox.pool import SandboxPool
-from ray_distill.tools.sandbox.session import ExecResult, SandboxError, SandboxSession, ToolHandler
+from ray_distill.tools.sandbox.session import ExecResult, Sandbox, SandboxError, SandboxSession, Toolbox, ToolHandler
 
-__all__ = ["PAPER_IMPORTS", "ExecResult", "SandboxError", "SandboxPolicy", "SandboxPool", "SandboxSession", "ToolHandler"]
+__all__ = ["PAPER_IMPORTS", "ExecResult", "Sandbox", "SandboxError", "SandboxPolicy", "SandboxPool", "SandboxSession", "ToolHandler", "Toolbox"]

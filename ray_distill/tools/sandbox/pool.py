@@ -12,20 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import AsyncIterator, Optional, Sequence
+from typing import AsyncIterator, Optional
 
 from ray_distill.tools.sandbox.policy import SandboxPolicy
-from ray_distill.tools.sandbox.session import SandboxError, SandboxSession
+from ray_distill.tools.sandbox.session import SandboxError, SandboxSession, Toolbox
 
 log = logging.getLogger(__name__)
 
 
 class SandboxPool:
-    def __init__(self, policy: SandboxPolicy = SandboxPolicy(), tools: Sequence[str] = (), size: int = 2):
+    def __init__(self, policy: SandboxPolicy = SandboxPolicy(), toolbox: Optional[Toolbox] = None, size: int = 2):
         if size < 0:
             raise ValueError(f"pool size must be >= 0, got {size}")
         self.policy = policy
-        self.tools = tuple(tools)
+        self.toolbox = toolbox
         self.size = size
         # Warm sessions, or the error of a start that failed (handed to a waiting acquire).
         self._warm: asyncio.Queue[SandboxSession | SandboxError] = asyncio.Queue()
@@ -48,7 +48,7 @@ class SandboxPool:
 
     async def _start_one(self) -> None:
         try:
-            session = await SandboxSession.start(self.policy, self.tools)
+            session = await SandboxSession.start(self.policy, self.toolbox)
         except SandboxError as e:
             log.warning("sandbox failed to start: %s", e)
             self._warm.put_nowait(e)
@@ -65,7 +65,7 @@ class SandboxPool:
             raise SandboxError("the sandbox pool is closed")
         if self.size == 0:
             self.started += 1
-            return await SandboxSession.start(self.policy, self.tools)
+            return await SandboxSession.start(self.policy, self.toolbox)
         while True:
             self._refill()
             item = await self._warm.get()

@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional, Sequence
+from typing import Any, Awaitable, Callable, Optional, Protocol, Sequence
 
 from ray_distill.tools.sandbox import oslimits, worker
 from ray_distill.tools.sandbox.policy import SandboxPolicy
@@ -28,8 +28,26 @@ from ray_distill.tools.sandbox.policy import SandboxPolicy
 # A tool call from sandboxed code: (name, args, kwargs) -> JSON-able value.
 ToolHandler = Callable[[str, list, dict], Awaitable[Any]]
 
+
+@dataclass(frozen=True)
+class Toolbox:
+    """The functions sandboxed code can call; each call is served on the host."""
+
+    handler: ToolHandler
+    names: tuple[str, ...] = ("web_search",)
+
 _WORKER = Path(worker.__file__)
 _HEADER = worker._HEADER
+
+
+class Sandbox(Protocol):
+    """What an episode needs from its interpreter session, local or remote."""
+
+    async def run(self, code: str) -> "ExecResult": ...
+
+    async def run_candidates(self, codes: Sequence[str]) -> list["ExecResult"]: ...
+
+    async def choose(self, index: Optional[int]) -> Optional[int]: ...
 
 
 class SandboxError(RuntimeError):
@@ -74,18 +92,19 @@ def _scrubbed_env(work_dir: str) -> dict[str, str]:
 
 class SandboxSession:
     def __init__(self, proc: asyncio.subprocess.Process, work_dir: str, uid: Optional[int],
-                 cgroup: Optional[Path], policy: SandboxPolicy, isolation: dict):
+                 cgroup: Optional[Path], policy: SandboxPolicy, toolbox: Optional[Toolbox]):
         self._proc = proc
         self._work_dir = work_dir
         self._uid = uid
         self._cgroup = cgroup
         self.policy = policy
-        self.isolation = isolation
+        self.toolbox = toolbox
+        self.isolation: dict = {}
         self._lock = asyncio.Lock()
         self.closed = False
 
     @classmethod
-    async def start(cls, policy: SandboxPolicy = SandboxPolicy(), tools: Sequence[str] = ()) -> "SandboxSession":
+    async def start(cls, policy: SandboxPolicy = SandboxPolicy(), toolbox: Optional[Toolbox] = None) -> "SandboxSession":
         work_dir = tempfile.mkdtemp(prefix="ray-distill-sandbox-")
         read_roots = _read_roots()
         # A uid of its own: RLIMIT_NPROC then counts only this session's
@@ -110,7 +129,7 @@ class SandboxSession:
             "preload": list(policy.preload),
             "read_roots": read_roots,
             "cgroup": str(cgroup) if cgroup else None,
-            "tools": list(tools),
+            "tools": list(toolbox.names) if toolbox else [],
             "output_limit": policy.output_limit,
         }
         proc = await asyncio.create_subprocess_exec(
@@ -118,7 +137,7 @@ class SandboxSession:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
             env=_scrubbed_env(work_dir), cwd=work_dir, start_new_session=True, limit=worker.MAX_MESSAGE_BYTES,
         )
-        session = cls(proc, work_dir, uid, cgroup, policy, {})
+        session = cls(proc, work_dir, uid, cgroup, policy, toolbox)
         try:
             ready = await asyncio.wait_for(session._recv(), policy.startup_timeout_seconds)
         except (asyncio.TimeoutError, SandboxError) as e:
@@ -134,16 +153,16 @@ class SandboxSession:
     def alive(self) -> bool:
         return not self.closed and self._proc.returncode is None
 
-    async def run(self, code: str, tools: Optional[ToolHandler] = None) -> ExecResult:
+    async def run(self, code: str) -> ExecResult:
         """Run one code block in the session; its variables persist."""
-        reply = await self._step({"op": "run", "codes": [code], "auto_adopt": True}, tools)
+        reply = await self._step({"op": "run", "codes": [code], "auto_adopt": True})
         return reply[0]
 
-    async def run_candidates(self, codes: Sequence[str], tools: Optional[ToolHandler] = None) -> list[ExecResult]:
+    async def run_candidates(self, codes: Sequence[str]) -> list[ExecResult]:
         """Run each block on its own copy of the current state; then call `choose`."""
         if not codes:
             raise ValueError("run_candidates needs at least one code block")
-        return await self._step({"op": "run", "codes": list(codes), "auto_adopt": False}, tools)
+        return await self._step({"op": "run", "codes": list(codes), "auto_adopt": False})
 
     async def choose(self, index: Optional[int]) -> Optional[int]:
         """Keep candidate `index`'s state as the session's (None: keep the state from before).
@@ -153,7 +172,7 @@ class SandboxSession:
             reply = await self._recv_within(self.policy.timeout_seconds + 10)
             return reply["index"]
 
-    async def _step(self, request: dict, tools: Optional[ToolHandler]) -> list[ExecResult]:
+    async def _step(self, request: dict) -> list[ExecResult]:
         async with self._lock:
             calls: list[list[dict]] = [[] for _ in request["codes"]]
             pending: set[asyncio.Task] = set()
@@ -168,7 +187,7 @@ class SandboxSession:
                         raise SandboxError(f"unexpected message {message['op']!r} from the sandbox")
                     record = {"name": message["name"], "args": message["args"], "kwargs": message["kwargs"]}
                     calls[message["candidate"]].append(record)
-                    task = asyncio.create_task(self._serve_tool(message, record, tools))
+                    task = asyncio.create_task(self._serve_tool(message, record))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
             finally:
@@ -183,13 +202,13 @@ class SandboxSession:
                 for i, r in enumerate(message["results"])
             ]
 
-    async def _serve_tool(self, message: dict, record: dict, tools: Optional[ToolHandler]) -> None:
+    async def _serve_tool(self, message: dict, record: dict) -> None:
         reply: dict[str, Any] = {"op": "tool_result", "candidate": message["candidate"]}
-        if tools is None:
+        if self.toolbox is None:
             reply["error"] = f"no tools are available in this session (called {message['name']})"
         else:
             try:
-                reply["value"] = await tools(message["name"], message["args"], message["kwargs"])
+                reply["value"] = await self.toolbox.handler(message["name"], message["args"], message["kwargs"])
             except Exception as e:  # the tool's failure is the code's observation
                 reply["error"] = f"{type(e).__name__}: {e}"
         record["error" if "error" in reply else "value"] = reply.get("error", reply.get("value"))

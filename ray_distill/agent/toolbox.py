@@ -1,0 +1,40 @@
+"""The agent's tools as a sandbox Toolbox: `web_search` over a retriever."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Sequence
+
+from ray_distill.tools.retrieval.index import Retriever, format_hits
+from ray_distill.tools.sandbox import Toolbox
+
+
+def retrieval_tools(retriever: Retriever, k: int = 3) -> Toolbox:
+    """`web_search(query)` for sandboxed code, answered from `retriever` on the host."""
+
+    async def handle(name: str, args: list, kwargs: dict):
+        if name != "web_search":
+            raise ValueError(f"unknown tool {name!r}")
+        query = kwargs.get("query", args[0] if args else None)
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("web_search needs a non-empty query string")
+        (hits,) = await asyncio.to_thread(retriever.search, [query], k)
+        return format_hits(hits)
+
+    return Toolbox(handle, ("web_search",))
+
+
+@dataclass(frozen=True)
+class RetrievalToolSpec:
+    """How to build the retrieval toolbox where it is used (for instance inside
+    a sandbox actor on another node): a corpus, an embedder and top-k."""
+
+    corpus: Sequence[str]
+    embedder: str = "minilm-l6"
+    k: int = 3
+
+    def build(self) -> Toolbox:
+        from ray_distill.tools.retrieval import Encoder, FaissRetriever
+
+        return retrieval_tools(FaissRetriever.from_corpus(self.corpus, Encoder(self.embedder)), self.k)

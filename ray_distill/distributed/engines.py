@@ -1,0 +1,95 @@
+"""Engine replicas as Ray actors, behind a router that implements `Engine`.
+
+Each replica builds its engine from an EngineSpec on its own node (GPUs per
+replica from config; a placement group of one bundle per GPU when the
+engine is tensor parallel, which vLLM's Ray executor then fills). The router
+sends all requests of one episode (one `session_id`) to the same replica, so
+that replica's prefix cache holds the episode's growing prompt; a new
+session goes to the replica with the fewest requests in flight.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Optional
+
+import ray
+from ray.util.placement_group import placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from ray_distill.engines.protocol import Completion, GenerationRequest
+from ray_distill.engines.spec import EngineSpec
+
+
+@ray.remote
+class EngineReplica:
+    def __init__(self, spec: EngineSpec):
+        self.engine = spec.build()
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        return await self.engine.generate(request)
+
+    async def ready(self) -> str:
+        return self.engine.model
+
+
+@dataclass(frozen=True)
+class ReplicaResources:
+    num_gpus: int = 0  # per replica; > 1 means tensor parallel over a placement group
+    num_cpus: float = 1.0
+
+
+class EngineRouter:
+    """Client side of a group of replicas; usable wherever an Engine is."""
+
+    MAX_SESSIONS = 100_000  # remembered session -> replica assignments (LRU)
+
+    def __init__(self, replicas: list, model: str, placement_groups: Optional[list] = None):
+        if not replicas:
+            raise ValueError("an engine router needs at least one replica")
+        self.replicas = replicas
+        self.model = model
+        self.placement_groups = placement_groups or []
+        self.in_flight = [0] * len(replicas)
+        self._sessions: OrderedDict[str, int] = OrderedDict()
+
+    @classmethod
+    def launch(cls, spec: EngineSpec, replicas: int = 1, resources: ReplicaResources = ReplicaResources()) -> "EngineRouter":
+        handles, groups = [], []
+        for _ in range(replicas):
+            if resources.num_gpus > 1:
+                group = placement_group([{"GPU": 1, "CPU": resources.num_cpus}] * resources.num_gpus, strategy="STRICT_PACK")
+                groups.append(group)
+                strategy = PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)
+                handle = EngineReplica.options(num_cpus=0, num_gpus=0, scheduling_strategy=strategy).remote(spec)
+            else:
+                handle = EngineReplica.options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus).remote(spec)
+            handles.append(handle)
+        ray.get([h.ready.remote() for h in handles])
+        return cls(handles, spec.model, groups)
+
+    def replica_for(self, session_id: Optional[str]) -> int:
+        if session_id is not None and session_id in self._sessions:
+            self._sessions.move_to_end(session_id)
+            return self._sessions[session_id]
+        index = min(range(len(self.replicas)), key=lambda i: (self.in_flight[i], i))
+        if session_id is not None:
+            self._sessions[session_id] = index
+            if len(self._sessions) > self.MAX_SESSIONS:
+                self._sessions.popitem(last=False)
+        return index
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        index = self.replica_for(request.session_id)
+        self.in_flight[index] += 1
+        try:
+            return await self.replicas[index].generate.remote(request)
+        finally:
+            self.in_flight[index] -= 1
+
+    async def close(self) -> None:
+        for handle in self.replicas:
+            ray.kill(handle)
+        for group in self.placement_groups:
+            ray.util.remove_placement_group(group)

@@ -1,0 +1,98 @@
+"""The Ray layer on a local Ray: engine replicas behind the router, sandbox pool actors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ray_distill.distributed.engines import EngineRouter
+from ray_distill.engines import GenerationRequest, SamplingParams
+
+
+def test_router_keeps_a_session_on_one_replica_and_balances_new_ones():
+    router = EngineRouter(["r0", "r1", "r2"], "m")
+    assert [router.replica_for(s) for s in ("a", "b", "c")] == [0, 0, 0]  # nothing in flight: lowest index
+    router.in_flight = [2, 0, 1]
+    assert router.replica_for("a") == 0  # sticky
+    assert router.replica_for("d") == 1  # least loaded
+    router.in_flight = [0, 5, 0]
+    assert router.replica_for("d") == 1 and router.replica_for("e") == 0
+    assert router.replica_for(None) == 0
+
+
+def test_router_forgets_the_oldest_sessions_beyond_its_bound():
+    router = EngineRouter(["r0", "r1"], "m")
+    router.MAX_SESSIONS = 3
+    for s in "abcd":
+        router.replica_for(s)
+    assert list(router._sessions) == ["b", "c", "d"]
+    with pytest.raises(ValueError, match="at least one replica"):
+        EngineRouter([], "m")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    from ray_distill.distributed.cluster import init_ray
+
+    init_ray(num_cpus=4)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_replicas_serve_the_engine_protocol_with_session_affinity(local_ray, tiny_model):
+    from ray_distill.engines.hf import HFEngine
+    from ray_distill.engines.spec import EngineSpec
+
+    router = EngineRouter.launch(EngineSpec("hf", str(tiny_model)), replicas=2)
+    chat = [{"role": "user", "content": "Say something."}]
+
+    async def go():
+        requests = [GenerationRequest(chat, SamplingParams(max_new_tokens=8, temperature=0.8, seed=i), session_id=f"ep{i % 4}")
+                    for i in range(8)]
+        return await asyncio.gather(*(router.generate(r) for r in requests)), requests
+
+    try:
+        results, requests = asyncio.run(go())
+    finally:
+        asyncio.run(router.close())
+    local = HFEngine(str(tiny_model))
+    expected = [local.generate_batch([r])[0].texts for r in requests]
+    assert [r.texts for r in results] == expected  # seeded: same samples on any replica
+    assignment = {s: router.replica_for(s) for s in ("ep0", "ep1", "ep2", "ep3")}
+    assert set(assignment.values()) == {0, 1}  # both replicas served sessions
+
+
+@pytest.mark.slow
+def test_sandbox_pool_actor_runs_sessions_with_tools_next_to_them(local_ray, tmp_path):
+    import ray
+
+    from ray_distill.agent import RetrievalToolSpec
+    from ray_distill.data.world import write_world
+    from ray_distill.distributed.sandboxes import RemoteSandboxSession, SandboxPoolActor
+    from ray_distill.tools.sandbox import SandboxError, SandboxPolicy
+
+    write_world(tmp_path, seed=2, num_passages=200, num_fact_questions=0, num_math_questions=0,
+                test_fraction=0.0, progress=False)
+    spec = RetrievalToolSpec([str(p) for p in sorted((tmp_path / "corpus").glob("*.jsonl"))])
+    actor = SandboxPoolActor.remote(SandboxPolicy(timeout_seconds=5), spec, 1)
+
+    async def go():
+        session = await RemoteSandboxSession.open(actor)
+        found = await session.run("r = web_search('city population')\nprint(r.splitlines()[0][:6])")
+        candidates = await session.run_candidates(["x = 1", "x = 2"])
+        chosen = await session.choose(1)
+        after = await session.run("print(x)")
+        await session.close()
+        with pytest.raises(SandboxError, match="no open sandbox session"):
+            await session.run("print(1)")
+        return found, candidates, chosen, after, await actor.stats.remote()
+
+    found, candidates, chosen, after, stats = asyncio.run(go())
+    assert found.stdout == "Doc 1 \n" and found.tool_calls[0]["name"] == "web_search"
+    assert all(c.ok for c in candidates) and chosen == 1 and after.stdout == "2\n"
+    assert stats["open"] == 0 and stats["started"] >= 1
+    ray.kill(actor)
