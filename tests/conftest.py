@@ -21,3 +21,15 @@ def tiny_model() -> Path:
     from ray_distill.models import resolve_model
 
     return resolve_model("tiny-random")
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray (loopback only) shared by every test that needs it."""
+    import ray
+
+    from ray_distill.distributed.cluster import init_ray
+
+    init_ray(num_cpus=4)
+    yield
+    ray.shutdown()

@@ -27,16 +27,15 @@ def world(tmp_path_factory):
     return out, questions
 
 
-def test_episodes_with_and_without_ftp_and_sag_through_local_ray(world):
+@pytest.mark.parametrize("backend", ["hf", "vllm"])
+def test_episodes_with_and_without_ftp_and_sag_through_local_ray(world, local_ray, backend):
     import ray
 
-    from ray_distill.distributed.cluster import init_ray
     from ray_distill.distributed.engines import EngineRouter
     from ray_distill.distributed.sandboxes import RemoteSandboxSession, SandboxPoolActor
 
     out, questions = world
-    init_ray(num_cpus=4)
-    router = EngineRouter.launch(EngineSpec("hf", "smollm2-135m-instruct"))
+    router = EngineRouter.launch(EngineSpec(backend, "smollm2-135m-instruct"))
     tools = RetrievalToolSpec([str(p) for p in sorted((out / "corpus").glob("*.jsonl"))])
     sandboxes = SandboxPoolActor.remote(SandboxPolicy(timeout_seconds=10), tools, 4)
     sampling = SamplingParams(max_new_tokens=48, stop=STOP_STRINGS)
@@ -67,7 +66,6 @@ def test_episodes_with_and_without_ftp_and_sag_through_local_ray(world):
     finally:
         asyncio.run(router.close())
         ray.kill(sandboxes)
-        ray.shutdown()
 
     assert len(records) == 4
     for (name, qid), record in records.items():

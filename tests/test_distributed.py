@@ -31,17 +31,6 @@ def test_router_forgets_the_oldest_sessions_beyond_its_bound():
         EngineRouter([], "m")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    from ray_distill.distributed.cluster import init_ray
-
-    init_ray(num_cpus=4)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_replicas_serve_the_engine_protocol_with_session_affinity(local_ray, tiny_model):
     from ray_distill.engines.hf import HFEngine

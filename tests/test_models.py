@@ -1,10 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from ray_distill.errors import ModelNotFoundError
 from ray_distill.models import embedder_prefixes, resolve_embedder, resolve_model
 from ray_distill.models.cache import build_once
 
-from conftest import REPO
 
 
 def _slow_build(log: str):
@@ -112,28 +110,24 @@ def test_smollm2_loads_offline_and_answers(monkeypatch):
 
 
 @pytest.mark.slow
-def test_smollm2_loads_in_vllm_and_matches_transformers_greedy():
-    path = resolve_model("smollm2-135m-instruct")
-    prompt, max_tokens = "What is 17*23?", 12
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "scripts" / "vllm_greedy.py"), str(path), prompt, str(max_tokens)],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
-    results = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and results, proc.stderr[-3000:]
-    vllm_text = json.loads(results[0][len("RESULT "):])
+def test_smollm2_loads_in_vllm_and_matches_transformers_greedy(local_ray):
+    from ray_distill.distributed.engines import EngineRouter
+    from ray_distill.engines import GenerationRequest, SamplingParams
+    from ray_distill.engines.hf import HFEngine
+    from ray_distill.engines.spec import EngineSpec
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    request = GenerationRequest([{"role": "user", "content": "What is 17*23?"}], SamplingParams(max_new_tokens=12))
+    router = EngineRouter.launch(EngineSpec("vllm", "smollm2-135m-instruct", {"max_model_len": 2048}))
+    try:
+        (vllm_completion,) = asyncio.run(_gather(router, request))
+    finally:
+        asyncio.run(router.close())
+    hf_completion = HFEngine("smollm2-135m-instruct").generate_batch([request])[0]
+    assert vllm_completion.texts[0].strip() and vllm_completion.texts == hf_completion.texts
 
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    ids = tok.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )
-    out = model.generate(**ids, max_new_tokens=max_tokens, do_sample=False)
-    hf_text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-    assert vllm_text.strip() and vllm_text == hf_text
+
+async def _gather(engine, *requests):
+    return await asyncio.gather(*(engine.generate(r) for r in requests))
 
 
 def test_local_path_passes_through(tiny_model, tmp_path):
