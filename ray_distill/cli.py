@@ -6,6 +6,7 @@
     ray-distill config reference
     ray-distill models NAME [NAME ...]           resolve (and build) models
     ray-distill benchmarks [CONFIG] [key=value ...]
+    ray-distill chat [CONFIG] [key=value ...] [--question Q] [--backend hf|vllm] [--sag N]
 
 User errors (bad config, missing files, unknown names) print one line and
 exit with status 2; no traceback.
@@ -60,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("benchmarks", help="list the paper's benchmarks and the files found for them")
     _add_config_args(bench, optional=True)
+
+    chat = sub.add_parser("chat", help="ask the agent questions and watch Thought / Code / Observation (world corpus)")
+    _add_config_args(chat, optional=True)
+    chat.add_argument("--question", help="ask this and exit (default: read questions from the terminal)")
+    chat.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="engine backend (default: hf)")
+    chat.add_argument("--sag", type=int, default=1, metavar="N", help="sample N actions per step and vote (SAG)")
+    chat.add_argument("--max-steps", type=int, default=5)
+    chat.add_argument("--max-new-tokens", type=int, default=512)
     return parser
 
 
@@ -91,6 +100,12 @@ def _command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "benchmarks":
         return _list_benchmarks(*_split_config(args))
+    if args.command == "chat":
+        from ray_distill.chat import chat
+
+        config_path, overrides = _split_config(args)
+        return chat(load_config(config_path, overrides), args.question, args.backend, args.sag,
+                    args.max_steps, args.max_new_tokens)
 
     from ray_distill.stages.pipeline import run_pipeline
 

@@ -32,12 +32,15 @@ def test_help_lists_the_stages_and_commands():
 def test_user_errors_exit_2_without_traceback(tmp_path):
     for args in (
         ["run", "experiments/quickstart.yaml", "world.num_pasages=3"],
+        ["world", "experiments/quickstart.yaml", f"run.dir={tmp_path}", "world.num_passages=100",
+         "world.num_fact_questions=5000"],
         ["run", str(tmp_path / "missing.yaml")],
         ["models", "no-such-model"],
     ):
         proc = _cli(*args)
         assert proc.returncode == 2, args
-        assert proc.stderr.startswith("ray-distill: error: ") and "Traceback" not in proc.stderr, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("ray-distill: error: ") and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_run_writes_config_and_manifest_then_resumes(tmp_path, capsys, caplog):
@@ -93,3 +96,15 @@ def test_benchmarks_command_lists_found_files(shared_benchmarks, capsys):
     out = capsys.readouterr().out
     assert "math500" in out and "math_500_20250414.json" in out
     assert "musique" in out and "(not found)" in out
+
+
+def test_chat_answers_questions_from_the_terminal_step_by_step(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "ray_distill.cli", "chat", "experiments/quickstart.yaml", f"run.dir={tmp_path}",
+         "world.num_passages=200", "world.num_fact_questions=10", "world.num_math_questions=10",
+         "models.teacher=tiny-random", "--max-steps", "1", "--max-new-tokens", "8"],
+        input="Where was Zed born?\n", capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--- step 1" in proc.stdout and "Observation:" in proc.stdout
+    assert "=== answer:" in proc.stdout and ", 1 steps, " in proc.stdout

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from ray_distill.agent import prompts
 from ray_distill.agent.parsing import PARSE_ERROR_HINT, STOP_STRINGS, normalise_step, parse_step
@@ -68,8 +68,9 @@ class Agent:
         self.config = config
 
     async def run(self, question: str, sandbox: Sandbox, *, ftp_prefix: Optional[str] = None,
-                  question_id: Optional[str] = None, dataset: Optional[str] = None,
-                  seed: Optional[int] = None) -> EpisodeRecord:
+                  question_id: Optional[str] = None, dataset: Optional[str] = None, seed: Optional[int] = None,
+                  on_step: Optional[Callable[[StepRecord], None]] = None) -> EpisodeRecord:
+        """One episode; `on_step` sees each step as soon as it is done (for live display)."""
         config = self.config
         start = time.perf_counter()
         record = EpisodeRecord(
@@ -85,6 +86,8 @@ class Agent:
             for index in range(config.max_steps):
                 step = await self._step(record, index, ftp_prefix if index == 0 else None, seed, rng, sandbox, session_id)
                 record.steps.append(step)
+                if on_step is not None:
+                    on_step(step)
                 record.messages.append({"role": "assistant", "content": step.model_output})
                 record.messages.append({"role": "tool", "content": step.observation})
                 if step.has_final_answer:

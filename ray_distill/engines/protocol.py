@@ -92,3 +92,11 @@ def cut_at_stop(text: str, stop: Sequence[str], search_from: int = 0) -> Optiona
     """Index of the earliest stop string in text[search_from:], or None."""
     hits = [i for i in (text.find(s, search_from) for s in stop) if i >= 0]
     return min(hits) if hits else None
+
+
+def finish_reason(reason: Optional[str], stop_reason) -> str:
+    """Our finish reason from an OpenAI/vLLM-style (finish_reason, stop_reason):
+    both report "stop" for end-of-sequence and stop strings alike."""
+    if reason == "length":
+        return "length"
+    return "stop" if isinstance(stop_reason, str) else "eos"

@@ -8,7 +8,7 @@ from typing import Any
 
 from ray_distill.engines.protocol import Engine
 
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("hf", "vllm", "openai")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,10 @@ class EngineSpec:
             from ray_distill.engines.hf import HFEngine
 
             return HFEngine(self.model, **self.options)
+        if self.backend == "openai":
+            from ray_distill.engines.openai import OpenAIEngine
+
+            return OpenAIEngine(self.model, **self.options)
         from ray_distill.engines.vllm import VLLMEngine
 
         return VLLMEngine(self.model, **self.options)

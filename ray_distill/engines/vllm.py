@@ -19,7 +19,7 @@ import time
 import uuid
 from typing import Optional
 
-from ray_distill.engines.protocol import Completion, GenerationRequest, Sample, render_prompt
+from ray_distill.engines.protocol import Completion, GenerationRequest, Sample, finish_reason, render_prompt
 from ray_distill.models import resolve_model
 
 
@@ -73,7 +73,7 @@ class VLLMEngine:
         async for output in self._engine.generate(TokensPrompt(prompt_token_ids=ids), params, uuid.uuid4().hex):
             final = output
         samples = [
-            Sample(o.text, _finish_reason(o.finish_reason, o.stop_reason), len(o.token_ids))
+            Sample(o.text, finish_reason(o.finish_reason, o.stop_reason), len(o.token_ids))
             for o in sorted(final.outputs, key=lambda o: o.index)
         ]
         return Completion(samples, prompt_tokens=len(ids), seconds=time.perf_counter() - start)
@@ -82,8 +82,3 @@ class VLLMEngine:
         self._engine.shutdown()
         await asyncio.sleep(0)
 
-
-def _finish_reason(reason: Optional[str], stop_reason) -> str:
-    if reason == "length":
-        return "length"
-    return "stop" if isinstance(stop_reason, str) else "eos"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ray_distill.data.world import read_manifest, write_world
+from ray_distill.errors import ConfigError
 from ray_distill.stages.base import Stage, StageContext
 
 
@@ -16,16 +17,20 @@ def world_dir(ctx: StageContext) -> Path:
 
 def _run(ctx: StageContext) -> dict[str, Any]:
     w = ctx.config.world
-    manifest = write_world(
-        world_dir(ctx),
-        seed=w.seed,
-        num_passages=w.num_passages,
-        num_fact_questions=w.num_fact_questions,
-        num_math_questions=w.num_math_questions,
-        test_fraction=w.test_fraction,
-        shard_size=w.shard_size,
-        progress=ctx.progress,
-    )
+    try:
+        manifest = write_world(
+            world_dir(ctx),
+            seed=w.seed,
+            num_passages=w.num_passages,
+            num_fact_questions=w.num_fact_questions,
+            num_math_questions=w.num_math_questions,
+            test_fraction=w.test_fraction,
+            shard_size=w.shard_size,
+            progress=ctx.progress,
+        )
+    except ValueError as e:  # more questions than the world can hold
+        raise ConfigError(f"world: {e}; lower world.num_fact_questions / num_math_questions "
+                          f"or raise world.num_passages") from None
     example = json.loads((world_dir(ctx) / "questions" / "fact_test.json").read_text())["examples"][:1]
     return {
         "out_dir": str(world_dir(ctx)),
