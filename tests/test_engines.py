@@ -108,3 +108,31 @@ def test_bad_requests_are_rejected():
         GenerationRequest(CHAT, continue_final_message=True)
     with pytest.raises(ValueError, match="at least one message"):
         GenerationRequest([])
+
+
+def test_hf_prefix_cache_reuses_shared_prompts_without_changing_outputs(tiny_model):
+    from ray_distill.agent.prompts import TEACHER_SYSTEM_PROMPT
+    from ray_distill.engines.hf import HFEngine
+
+    def requests(tasks):
+        return [GenerationRequest([{"role": "system", "content": TEACHER_SYSTEM_PROMPT},
+                                   {"role": "user", "content": t}], SamplingParams(max_new_tokens=10, **kw))
+                for t in tasks for kw in ({}, {"temperature": 1.0, "seed": 4})]
+
+    cold = HFEngine(str(tiny_model), prefix_cache_tokens=0)
+    warm = HFEngine(str(tiny_model))
+    first = requests(["Task: add 2 and 3", "Task: name a city", "Task: who wrote it?"])
+    expected = [c.texts for c in cold.generate_batch(first)]
+    assert [c.texts for c in warm.generate_batch(first)] == expected
+    computed = warm.prefilled_tokens
+    assert [c.texts for c in warm.generate_batch(first)] == expected
+    assert warm.prefilled_tokens - computed < computed / 5  # the shared system prompt came from the cache
+
+    # an episode's next prompt extends its previous one: only the new turns are computed
+    (single,) = requests(["Task: add 2 and 3"])[:1]
+    longer = GenerationRequest(list(single.messages) + [{"role": "assistant", "content": "Thought: easy."},
+                                                        {"role": "user", "content": "Observation: 5"}], single.params)
+    warm.generate_batch([single])
+    before = warm.prefilled_tokens
+    assert warm.generate_batch([longer])[0].texts == cold.generate_batch([longer])[0].texts
+    assert warm.prefilled_tokens - before < 40

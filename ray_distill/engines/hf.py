@@ -3,7 +3,11 @@
 Requests are queued; a worker takes everything pending (up to
 `max_batch_rows` samples) as one batch, so requests that arrive while a batch
 runs join the next one. Each request's prompt is prefilled once and its
-KV cache copied to its `n` samples. Decoding is our own loop rather than
+KV cache copied to its `n` samples. A prefix cache keeps the KV of recent
+prompt prefixes: the system prompt and worked examples every agent request
+starts with, and each episode's previous prompt, which its next one extends.
+A batch prefills only what follows the longest cached common prefix (padding
+sits between that prefix and each row's rest). Decoding is our own loop rather than
 `model.generate`, because each row needs its own temperature, top-p, stop
 strings and random generator: a seeded request then gives the same samples
 whatever else shares its batch. Finished rows leave the batch at once.
@@ -12,18 +16,24 @@ whatever else shares its batch. Finished rows leave the batch at once.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import random
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
+from ray_distill.compute import run_compute
 from ray_distill.engines.protocol import Completion, GenerationRequest, Sample, cut_at_stop, render_prompt
 from ray_distill.models import resolve_model
 
 log = logging.getLogger(__name__)
+
+# Shorter common prefixes are not worth a cache entry.
+MIN_CACHED_PREFIX = 32
 
 
 @dataclass
@@ -38,7 +48,7 @@ class _Row:
 
 class HFEngine:
     def __init__(self, model: str, *, device: Optional[str] = None, dtype: Optional[str] = None,
-                 max_batch_rows: int = 32):
+                 max_batch_rows: int = 32, prefix_cache_tokens: int = 16_384):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model = model
@@ -57,6 +67,9 @@ class HFEngine:
         self._worker: Optional[asyncio.Task] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self.batches = 0  # batches run, for tests and stats
+        self.prefix_cache_tokens = prefix_cache_tokens
+        self._prefixes: "OrderedDict[tuple[int, ...], DynamicCache]" = OrderedDict()
+        self.prefilled_tokens = 0  # prompt tokens actually computed (the rest came from the prefix cache)
 
     async def generate(self, request: GenerationRequest) -> Completion:
         loop = asyncio.get_running_loop()
@@ -82,7 +95,7 @@ class HFEngine:
             if not batch:
                 continue
             try:
-                results = await asyncio.to_thread(self.generate_batch, [r for r, _ in batch])
+                results = await run_compute(self.generate_batch, [r for r, _ in batch])
             except Exception as e:  # the whole batch failed: every caller learns why
                 for _, future in batch:
                     if not future.done():
@@ -99,14 +112,14 @@ class HFEngine:
         self.batches += 1
         prompts = [self.tokenizer(render_prompt(self.tokenizer, r.messages, r.continue_final_message),
                                   add_special_tokens=False).input_ids for r in requests]
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[self._pad] * (width - len(p)) + p for p in prompts], device=self.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
-        out = self._model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+        shared, cache = self._shared_prefix(prompts)
+        suffixes = [p[shared:] for p in prompts]
+        width = max(len(p) for p in suffixes)
+        ids = torch.tensor([[self._pad] * (width - len(p)) + p for p in suffixes], device=self.device)
+        mask = torch.tensor([[1] * shared + [0] * (width - len(p)) + [1] * len(p) for p in suffixes], device=self.device)
+        self.prefilled_tokens += sum(len(p) for p in suffixes)
+        out = self._model(input_ids=ids, attention_mask=mask,
+                          position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, shared:],
                           past_key_values=cache, use_cache=True)
         rows: list[_Row] = []
         for i, request in enumerate(requests):
@@ -153,6 +166,38 @@ class HFEngine:
             )
             for i in range(len(requests))
         ]
+
+    def _shared_prefix(self, prompts: list[list[int]]) -> "tuple[int, DynamicCache]":
+        """(length, KV cache expanded to the batch) of the prompts' longest common
+        prefix, computed from the longest cached prefix of it."""
+        from transformers import DynamicCache
+
+        shared = min(len(p) for p in prompts) - 1  # every row keeps a token to prefill
+        first = prompts[0]
+        for p in prompts[1:]:
+            shared = next((i for i in range(shared) if p[i] != first[i]), shared)
+        if shared < MIN_CACHED_PREFIX:
+            return 0, DynamicCache()
+        best = max((k for k in self._prefixes if len(k) <= shared and tuple(first[: len(k)]) == k), key=len, default=())
+        cache = copy.deepcopy(self._prefixes[best]) if best else DynamicCache()
+        if best:
+            self._prefixes.move_to_end(best)
+        if len(best) < shared:
+            rest = torch.tensor([first[len(best):shared]], device=self.device)
+            positions = torch.arange(len(best), shared, device=self.device)[None]
+            self._model(input_ids=rest, position_ids=positions, past_key_values=cache, use_cache=True)
+            self.prefilled_tokens += shared - len(best)
+            self._remember(tuple(first[:shared]), cache)
+        if len(prompts) > 1:
+            cache.batch_repeat_interleave(len(prompts))
+        return shared, cache
+
+    def _remember(self, prefix: tuple[int, ...], cache) -> None:
+        if len(prefix) > self.prefix_cache_tokens:
+            return
+        self._prefixes[prefix] = copy.deepcopy(cache)
+        while sum(len(k) for k in self._prefixes) > self.prefix_cache_tokens:
+            self._prefixes.popitem(last=False)
 
     @staticmethod
     def _sample(logits: torch.Tensor, row: _Row) -> int:
