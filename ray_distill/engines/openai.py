@@ -14,6 +14,7 @@ import asyncio
 import os
 import random
 import time
+from dataclasses import replace
 from typing import Optional
 
 import httpx
@@ -71,6 +72,21 @@ class OpenAIEngine:
         return body
 
     async def generate(self, request: GenerationRequest) -> Completion:
+        """Some servers ignore `n` and answer with one choice: ask again for the
+        missing samples (with shifted seeds) until there are n."""
+        start = time.perf_counter()
+        samples: list[Sample] = []
+        prompt_tokens = 0
+        while len(samples) < request.params.n:
+            missing = request.params.n - len(samples)
+            seed = request.params.seed
+            params = replace(request.params, n=missing, seed=None if seed is None else seed + len(samples))
+            part = await self._post(replace(request, params=params))
+            samples += part.samples[:missing]
+            prompt_tokens = part.prompt_tokens
+        return Completion(samples, prompt_tokens, seconds=time.perf_counter() - start)
+
+    async def _post(self, request: GenerationRequest) -> Completion:
         client, gate = self._ready()
         body = self.payload(request)
         start = time.perf_counter()
