@@ -81,7 +81,6 @@ def _split_config(args: argparse.Namespace) -> tuple[Optional[str], list[str]]:
 
 def _command(args: argparse.Namespace) -> int:
     from ray_distill.config import load_config, to_yaml
-    from ray_distill.stages import STAGES
 
     if args.command == "config":
         if args.config_command == "reference":

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ray_distill.agent import Agent, AgentConfig, SAGConfig, first_thought_prefix
 from ray_distill.agent.episode import chat_view

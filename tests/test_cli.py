@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from ray_distill.cli import main
 from ray_distill.config import load_config

@@ -22,13 +22,16 @@ import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
 from ray_distill.compute import run_compute
 from ray_distill.engines.protocol import Completion, GenerationRequest, Sample, cut_at_stop, render_prompt
 from ray_distill.models import resolve_model
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ def main() -> None:
         steps = [s for r in records for s in r.steps]
         return sum(s.generation_seconds + s.execution_seconds for s in steps) / len(steps), steps
 
-    (t1, s1), (tn, sn) = per_step(one), per_step(many)
+    (t1, _), (tn, sn) = per_step(one), per_step(many)
     print(f"model {args.model}, max_new_tokens {args.max_new_tokens}")
     print(f"1 sample per step:  {t1:6.2f} s/step  ({summary(one)})")
     print(f"{args.n} samples per step: {tn:6.2f} s/step  ({summary(many)}), "

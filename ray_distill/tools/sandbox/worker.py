@@ -220,7 +220,7 @@ def _install_audit_hook(config):
         "mmap.__new__", "sys.remote_exec", "sys.setprofile", "sys.settrace", "sys.addaudithook",
         "signal.pthread_kill", "resource.setrlimit", "resource.prlimit",
     }
-    privileged = {"os.fork", "os.kill", "os.killpg", "os.wait", "os.waitpid"}
+    privileged = {"os.fork", "os.kill", "os.killpg"}  # the worker's own, under _Privileged
     path_events = {
         "os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link",
         "os.symlink", "os.truncate", "os.utime", "os.chdir", "os.listdir", "os.scandir",
@@ -244,9 +244,7 @@ def _install_audit_hook(config):
     def hook(event, args):
         if _internal[0]:
             return
-        if event in denied:
-            raise PermissionError(f"sandbox: {event} is not allowed")
-        if event in privileged:
+        if event in denied or event in privileged:
             raise PermissionError(f"sandbox: {event} is not allowed")
         if event == "open":
             path, mode, flags = args
@@ -313,7 +311,6 @@ class StateHolder:
             self.namespace[tool] = self._tool_stub(tool)
         self.namespace["final_answer"] = self._final_answer
         self.channel = None  # (to Z, from Z) while running as a candidate
-        self.step = 0
 
     # tools, as seen from user code inside a candidate
     def _tool_stub(self, name):
@@ -359,7 +356,6 @@ class StateHolder:
     def _run(self, message):
         self._discard_pending()
         self._reap()
-        self.step += 1
         timeout = float(message["timeout"])
         candidates = []
         for index, code in enumerate(message["codes"]):
