@@ -219,3 +219,21 @@ def test_pool_gives_fresh_sessions_and_survives_dead_ones():
 def test_policy_rejects_nonsense():
     with pytest.raises(ValueError, match="timeout_seconds must be > 0"):
         SandboxPolicy(timeout_seconds=0)
+
+
+def test_work_dirs_of_dead_hosts_are_removed_and_live_ones_kept(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import tempfile
+
+    from ray_distill.tools.sandbox.oslimits import WORK_DIR_PREFIX, make_work_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"{WORK_DIR_PREFIX}{dead.stdout.strip()}-abc"
+    live = tmp_path / f"{WORK_DIR_PREFIX}{os.getpid()}-def"
+    stale.mkdir()
+    live.mkdir()
+    fresh = make_work_dir()
+    assert not stale.exists() and live.exists()
+    assert Path(fresh).name.startswith(f"{WORK_DIR_PREFIX}{os.getpid()}-")

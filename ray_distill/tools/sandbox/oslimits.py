@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import stat
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterable, Optional
@@ -71,15 +73,33 @@ def create_pids_cgroup(max_pids: int) -> Optional[Path]:
     return None
 
 
+def _host_gone(pid_field: str) -> bool:
+    try:
+        os.kill(int(pid_field), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        pass
+    return False
+
+
 def _prune_orphans(parent: Path) -> None:
     # Groups of hosts that died without closing their sessions.
     for group in parent.glob("session-*"):
-        try:
-            os.kill(int(group.name.split("-")[1]), 0)
-        except ProcessLookupError:
+        if _host_gone(group.name.split("-")[1]):
             remove_cgroup(group)
-        except (ValueError, PermissionError):
-            pass
+
+
+WORK_DIR_PREFIX = "ray-distill-sandbox-"
+
+
+def make_work_dir() -> str:
+    """A private working directory named after the host's pid, after removing
+    those of hosts that died without closing their sessions."""
+    for stale in Path(tempfile.gettempdir()).glob(WORK_DIR_PREFIX + "*"):
+        if _host_gone(stale.name[len(WORK_DIR_PREFIX):].split("-")[0]):
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-")
 
 
 def remove_cgroup(group: Path) -> None:

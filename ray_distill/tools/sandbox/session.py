@@ -16,7 +16,6 @@ import shutil
 import signal
 import sys
 import sysconfig
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +104,7 @@ class SandboxSession:
 
     @classmethod
     async def start(cls, policy: SandboxPolicy = SandboxPolicy(), toolbox: Optional[Toolbox] = None) -> "SandboxSession":
-        work_dir = tempfile.mkdtemp(prefix="ray-distill-sandbox-")
+        work_dir = oslimits.make_work_dir()
         read_roots = _read_roots()
         # A uid of its own: RLIMIT_NPROC then counts only this session's
         # processes, and the host's files are not its files.
