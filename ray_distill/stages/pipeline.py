@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ray_distill.config import ExperimentConfig, to_yaml
 from ray_distill.errors import UserError
+from ray_distill.fileio import write_json_atomic
 from ray_distill.stages import STAGES
 from ray_distill.stages.base import StageContext
 
@@ -28,12 +28,6 @@ MANIFEST = "manifest.json"
 def read_run_manifest(run_dir: Path) -> dict[str, Any]:
     path = run_dir / MANIFEST
     return json.loads(path.read_text()) if path.is_file() else {"stages": {}}
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def run_pipeline(
@@ -70,6 +64,6 @@ def run_pipeline(
             "seconds": round(time.time() - start, 2),
             "summary": summary,
         }
-        _write_json(run_dir / MANIFEST, manifest)
+        write_json_atomic(run_dir / MANIFEST, manifest, indent=2)
         log.info("[%s] done in %.1f s: %s", name, time.time() - start, json.dumps(summary))
     return manifest

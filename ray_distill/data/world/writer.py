@@ -19,6 +19,7 @@ from typing import Any, Iterable
 from tqdm import tqdm
 
 from ray_distill.data.world.entities import World
+from ray_distill.fileio import write_json_atomic
 from ray_distill.data.world.passages import iter_passages
 from ray_distill.data.world.questions import generate_questions
 
@@ -59,7 +60,7 @@ def write_world(
             name = f"world_{kind}_{split}"
             for q in items:
                 q["dataset_name"], q["split"] = name, split
-            _write_json(
+            write_json_atomic(
                 out / "questions" / f"{kind}_{split}.json",
                 {"metadata": {"dataset_info": {"name": name, "fold": split, "total_examples": len(items),
                                                "generator": "ray-distill world", "seed": seed}},
@@ -75,7 +76,7 @@ def write_world(
         "corpus": shards,
         "questions": question_files,
     }
-    _write_json(out / MANIFEST, manifest)
+    write_json_atomic(out / MANIFEST, manifest)
     return manifest
 
 
@@ -102,12 +103,6 @@ def _write_shards(passages: Iterable[dict[str, str]], folder: Path, shard_size: 
 def _close_shard(handle, tmp: Path) -> None:
     handle.close()
     os.replace(tmp, tmp.with_suffix(""))
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:

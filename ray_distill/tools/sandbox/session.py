@@ -192,14 +192,7 @@ class SandboxSession:
             finally:
                 for task in pending:
                     task.cancel()
-            return [
-                ExecResult(
-                    stdout=r["stdout"], error=r["error"], final_answer=r["final_answer"],
-                    has_final_answer=r["has_final_answer"], truncated=r["truncated"], killed=r["killed"],
-                    seconds=r["seconds"], tool_calls=calls[i],
-                )
-                for i, r in enumerate(message["results"])
-            ]
+            return [ExecResult(**r, tool_calls=calls[i]) for i, r in enumerate(message["results"])]
 
     async def _serve_tool(self, message: dict, record: dict) -> None:
         reply: dict[str, Any] = {"op": "tool_result", "candidate": message["candidate"]}
@@ -217,8 +210,7 @@ class SandboxSession:
     def _send(self, message: dict) -> None:
         if not self.alive:
             raise SandboxError("the sandbox session is closed")
-        data = json.dumps(message).encode()
-        self._proc.stdin.write(_HEADER.pack(len(data)) + data)
+        self._proc.stdin.write(worker.frame(message))
 
     async def _recv(self) -> dict:
         try:

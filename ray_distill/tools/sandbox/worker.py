@@ -46,9 +46,14 @@ class ProtocolError(Exception):
     pass
 
 
-def send(fd, message):
+def frame(message):
+    """A message as it travels: a 4-byte length, then JSON."""
     data = json.dumps(message, default=str).encode()
-    view = memoryview(_HEADER.pack(len(data)) + data)
+    return _HEADER.pack(len(data)) + data
+
+
+def send(fd, message):
+    view = memoryview(frame(message))
     while view:
         view = view[os.write(fd, view):]
 
@@ -425,14 +430,23 @@ class StateHolder:
         if c["result"] is None:
             send(c["w"], message)
 
-    def _kill(self, c, error):
+    @staticmethod
+    def _kill_pid(pid):
         with _Privileged():
             try:
-                os.kill(c["pid"], signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        c["result"] = {"stdout": "", "truncated": False, "error": error, "final_answer": None,
-                       "has_final_answer": False, "killed": True, "seconds": None}
+
+    @staticmethod
+    def _killed(error):
+        """The result of a candidate that never reported one: its state is gone."""
+        return {"stdout": "", "truncated": False, "error": error, "final_answer": None,
+                "has_final_answer": False, "killed": True, "seconds": None}
+
+    def _kill(self, c, error):
+        self._kill_pid(c["pid"])
+        c["result"] = self._killed(error)
         self._close(c)
 
     def _died(self, c):
@@ -447,8 +461,7 @@ class StateHolder:
                 how += " (CPU-time or memory limit)"
         else:
             how = f"exited with status {os.WEXITSTATUS(status)}"
-        c["result"] = {"stdout": "", "truncated": False, "error": _error("ProcessDied", f"the interpreter {how}"),
-                       "final_answer": None, "has_final_answer": False, "killed": True, "seconds": None}
+        c["result"] = self._killed(_error("ProcessDied", f"the interpreter {how}"))
         self._close(c)
 
     @staticmethod
@@ -461,11 +474,7 @@ class StateHolder:
     def _discard_pending(self):
         for c in self.pending:
             if c["r"] is not None:
-                with _Privileged():
-                    try:
-                        os.kill(c["pid"], signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                self._kill_pid(c["pid"])
                 self._close(c)
         self.pending = []
 
