@@ -17,7 +17,8 @@ def engine(request, tiny_model):
     if request.param == "hf":
         from ray_distill.engines.hf import HFEngine
 
-        yield HFEngine(str(tiny_model))
+        # float32: the assertions below compare outputs across batch shapes, which bfloat16 rounding can change.
+        yield HFEngine(str(tiny_model), dtype="float32")
         return
     # vLLM starts worker processes, so it runs where it runs in production: in a replica actor.
     from ray_distill.distributed.engines import EngineRouter
@@ -119,8 +120,8 @@ def test_hf_prefix_cache_reuses_shared_prompts_without_changing_outputs(tiny_mod
                                    {"role": "user", "content": t}], SamplingParams(max_new_tokens=10, **kw))
                 for t in tasks for kw in ({}, {"temperature": 1.0, "seed": 4})]
 
-    cold = HFEngine(str(tiny_model), prefix_cache_tokens=0)
-    warm = HFEngine(str(tiny_model))
+    cold = HFEngine(str(tiny_model), dtype="float32", prefix_cache_tokens=0)
+    warm = HFEngine(str(tiny_model), dtype="float32")
     first = requests(["Task: add 2 and 3", "Task: name a city", "Task: who wrote it?"])
     expected = [c.texts for c in cold.generate_batch(first)]
     assert [c.texts for c in warm.generate_batch(first)] == expected
@@ -136,3 +137,82 @@ def test_hf_prefix_cache_reuses_shared_prompts_without_changing_outputs(tiny_mod
     before = warm.prefilled_tokens
     assert warm.generate_batch([longer])[0].texts == cold.generate_batch([longer])[0].texts
     assert warm.prefilled_tokens - before < 40
+
+
+def test_hf_greedy_matches_transformers_generate(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ray_distill.agent.prompts import TEACHER_SYSTEM_PROMPT
+    from ray_distill.engines.hf import HFEngine
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model, dtype="float32", attn_implementation="sdpa").eval()
+    chats = [CHAT, [{"role": "system", "content": TEACHER_SYSTEM_PROMPT}, {"role": "user", "content": "Task: add 2 and 3"}],
+             [{"role": "system", "content": TEACHER_SYSTEM_PROMPT}, {"role": "user", "content": "Task: who wrote it?"}]]
+    engine = HFEngine(str(tiny_model), dtype="float32")
+    got = engine.generate_batch([GenerationRequest(chat, SamplingParams(max_new_tokens=24)) for chat in chats])
+    for chat, completion in zip(chats, got):
+        ids = tokenizer(render_prompt(tokenizer, chat, False), add_special_tokens=False, return_tensors="pt").input_ids
+        out = reference.generate(ids, max_new_tokens=24, do_sample=False, pad_token_id=engine._pad)
+        assert completion.texts[0] == tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def test_hf_requests_join_a_running_batch_without_changing_outputs(tiny_model):
+    """Rows join between decode steps: with a shorter shared prefix, with cached history, with none in common."""
+    from ray_distill.agent.prompts import TEACHER_SYSTEM_PROMPT
+    from ray_distill.engines.hf import HFEngine
+
+    system = {"role": "system", "content": TEACHER_SYSTEM_PROMPT}
+    first = GenerationRequest([system, {"role": "user", "content": "Task: name a city"}], SamplingParams(max_new_tokens=48))
+    later = [
+        GenerationRequest([system, {"role": "user", "content": "Task: add 2 and 3"}],
+                          SamplingParams(n=3, temperature=1.0, seed=4, max_new_tokens=20)),
+        GenerationRequest(list(first.messages) + [{"role": "assistant", "content": "Thought: Paris."},
+                                                  {"role": "user", "content": "Observation: ok"}],
+                          SamplingParams(max_new_tokens=20)),
+        GenerationRequest(CHAT, SamplingParams(max_new_tokens=20)),
+    ]
+    engine = HFEngine(str(tiny_model), dtype="float32")
+    alone = [engine.generate_batch([r])[0].texts for r in [first] + later]
+
+    async def staggered():
+        running = asyncio.create_task(engine.generate(first))
+        while engine.prefilled_tokens == before:  # wait until the first request is decoding
+            await asyncio.sleep(0.001)
+        joined = await asyncio.gather(*(engine.generate(r) for r in later))
+        return [await running] + joined
+
+    before, batches = engine.prefilled_tokens, engine.batches
+    together = asyncio.run(staggered())
+    assert engine.batches == batches + 1  # every later request joined the first one's batch
+    assert [c.texts for c in together] == alone
+
+
+def test_hf_a_prompt_too_long_fails_alone_and_closing_fails_what_waits(tiny_model):
+    from ray_distill.engines.hf import HFEngine
+
+    engine = HFEngine(str(tiny_model), dtype="float32")
+    engine.context_length = 64
+    too_long = GenerationRequest([{"role": "user", "content": "word " * 100}], SamplingParams(max_new_tokens=4))
+
+    async def mixed():
+        return await asyncio.gather(engine.generate(too_long), engine.generate(req(max_new_tokens=100)),
+                                    return_exceptions=True)
+
+    error, fine = asyncio.run(mixed())
+    assert isinstance(error, ValueError) and "reads at most 64" in str(error)
+    # the context bounds generation too
+    assert fine.samples[0].finish_reason in ("eos", "length") and fine.prompt_tokens + fine.samples[0].tokens <= 64
+
+    engine.context_length = 8192
+
+    async def closed_midway():
+        before = engine.prefilled_tokens
+        pending = asyncio.create_task(engine.generate(req(max_new_tokens=4000)))
+        while engine.prefilled_tokens == before:  # decoding has started
+            await asyncio.sleep(0.001)
+        await engine.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            await pending
+
+    asyncio.run(closed_midway())

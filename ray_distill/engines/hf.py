@@ -1,66 +1,114 @@
 """The transformers engine: CPU (tests, laptops) or a single GPU.
 
-Requests are queued; a worker takes everything pending (up to
-`max_batch_rows` samples) as one batch, so requests that arrive while a batch
-runs join the next one. Each request's prompt is prefilled once and its
-KV cache copied to its `n` samples. A prefix cache keeps the KV of recent
-prompt prefixes: the system prompt and worked examples every agent request
-starts with, and each episode's previous prompt, which its next one extends.
-A batch prefills only what follows the longest cached common prefix (padding
-sits between that prefix and each row's rest). Decoding is our own loop rather than
-`model.generate`, because each row needs its own temperature, top-p, stop
-strings and random generator: a seeded request then gives the same samples
-whatever else shares its batch. Finished rows leave the batch at once.
+Continuous batching: requests join the running batch between decode steps
+(they are prefilled, then decode alongside the rows already there), and a
+row leaves the moment it finishes. A request's `n` samples share one
+prefill. The rows' common prompt prefix is held once and attended once per
+step (`batch_kv`), and a prefix cache keeps the KV of earlier prompts: the
+system prompt and worked examples every agent request starts with, and each
+episode's previous prompt, which its next one extends; only the rest is
+prefilled. Decoding is our own loop rather than `model.generate`, because
+each row needs its own temperature, top-p, stop strings and random
+generator: a seeded request then gives the same samples whatever else shares
+its batch (exactly so in float32; bfloat16 rounding can differ with the
+batch's shape).
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import random
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import torch
 
 from ray_distill.compute import run_compute
+from ray_distill.engines import batch_kv
+from ray_distill.engines.batch_kv import BatchKV
+from ray_distill.engines.prefix_cache import KVBlock, PrefixCache
 from ray_distill.engines.protocol import Completion, GenerationRequest, Sample, cut_at_stop, render_prompt
 from ray_distill.models import resolve_model
 
-if TYPE_CHECKING:
-    from transformers import DynamicCache
-
 log = logging.getLogger(__name__)
 
-# Shorter common prefixes are not worth a cache entry.
+# Shorter common prefixes are not worth sharing or caching.
 MIN_CACHED_PREFIX = 32
+# Buffer columns reserved for decoding when rows join; more are added by doubling.
+DECODE_RESERVE = 256
 
 
-@dataclass
+@dataclass(eq=False)
+class _Sequence:
+    """A request in flight."""
+
+    request: GenerationRequest
+    future: Optional[asyncio.Future] = None
+    prompt: list[int] = field(default_factory=list)  # tokenized on the compute thread, with the model's other work
+    error: Optional[Exception] = None  # why it was refused
+    started: float = field(default_factory=time.perf_counter)
+    rows: list["_Row"] = field(default_factory=list)
+
+    def cancelled(self) -> bool:
+        return self.future is not None and self.future.cancelled()
+
+    def done(self) -> bool:
+        return all(row.finish_reason is not None for row in self.rows)
+
+    def completion(self) -> Completion:
+        return Completion(samples=[Sample(r.text, r.finish_reason or "length", len(r.tokens)) for r in self.rows],
+                          prompt_tokens=len(self.prompt), seconds=time.perf_counter() - self.started)
+
+
+@dataclass(eq=False)
 class _Row:
-    request: int  # index into the batch's requests
-    params: "object"
+    sequence: _Sequence
     generator: torch.Generator
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     finish_reason: Optional[str] = None
 
 
+@dataclass(eq=False)
+class _Running:
+    kv: BatchKV
+    prefix: tuple[int, ...]  # the tokens `kv` shares across rows
+    rows: list[_Row]
+    logits: torch.Tensor  # each row's next-token logits
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 where the hardware computes it natively (GPUs, CPUs with AMX or AVX512-BF16), else float32."""
+    if device.type == "cuda":
+        return torch.bfloat16
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return torch.float32
+    return torch.bfloat16 if " amx_bf16" in flags or " avx512_bf16" in flags else torch.float32
+
+
 class HFEngine:
     def __init__(self, model: str, *, device: Optional[str] = None, dtype: Optional[str] = None,
-                 max_batch_rows: int = 32, prefix_cache_tokens: int = 16_384):
+                 max_batch_rows: int = 32, prefix_cache_tokens: int = 32_768):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model = model
         path = resolve_model(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.dtype = getattr(torch, dtype) if dtype else default_dtype(self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.tokenizer.padding_side = "left"
-        self._model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
+        batch_kv.register()
+        self._model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=self.dtype, attn_implementation=batch_kv.ATTENTION).to(self.device).eval()
+        config = self._model.config
+        self._kv_shape = (1, config.num_key_value_heads, 0,
+                          getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+        self._layers = config.num_hidden_layers
+        self.context_length = getattr(config, "max_position_embeddings", None) or 1 << 31
         self.max_batch_rows = max_batch_rows
         eos = self._model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
@@ -69,142 +117,171 @@ class HFEngine:
         self._queue: Optional[asyncio.Queue] = None
         self._worker: Optional[asyncio.Task] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self.batches = 0  # batches run, for tests and stats
-        self.prefix_cache_tokens = prefix_cache_tokens
-        self._prefixes: "OrderedDict[tuple[int, ...], DynamicCache]" = OrderedDict()
+        self._cache = PrefixCache(prefix_cache_tokens, min_match=MIN_CACHED_PREFIX)
+        self.batches = 0  # batches started (a batch runs until its last row finishes), for tests and stats
         self.prefilled_tokens = 0  # prompt tokens actually computed (the rest came from the prefix cache)
 
     async def generate(self, request: GenerationRequest) -> Completion:
         loop = asyncio.get_running_loop()
         if self._worker is None or self._loop is not loop:
-            # The batching worker lives on the caller's event loop (a new one
-            # for every asyncio.run).
+            # The scheduler lives on the caller's event loop (a new one for every asyncio.run).
             self._loop = loop
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._serve())
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put((request, future))
-        return await future
+        sequence = _Sequence(request, loop.create_future())
+        await self._queue.put(sequence)
+        return await sequence.future
+
+    def generate_batch(self, requests: list[GenerationRequest]) -> list[Completion]:
+        """Generate for several requests at once (blocking; not while `generate` calls are in flight)."""
+        sequences = [_Sequence(r) for r in requests]
+        running = self._admit(None, sequences)
+        for sequence in sequences:
+            if sequence.error:
+                raise sequence.error
+        while running.rows:
+            self._step(running)
+        return [s.completion() for s in sequences]
 
     async def _serve(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            rows = batch[0][0].params.n
-            while not self._queue.empty() and rows + self._queue._queue[0][0].params.n <= self.max_batch_rows:
-                item = self._queue.get_nowait()
-                rows += item[0].params.n
-                batch.append(item)
-            batch = [(r, f) for r, f in batch if not f.cancelled()]
-            if not batch:
-                continue
-            try:
-                results = await run_compute(self.generate_batch, [r for r, _ in batch])
-            except Exception as e:  # the whole batch failed: every caller learns why
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(e)
-                continue
-            for (_, future), result in zip(batch, results):
-                if not future.done():
-                    future.set_result(result)
+        running: Optional[_Running] = None
+        joining: list[_Sequence] = []
+        try:
+            while True:
+                joining = [] if running else [await self._queue.get()]
+                rows = sum(s.request.params.n for s in joining) + (len(running.rows) if running else 0)
+                while not self._queue.empty() and rows + self._queue._queue[0].request.params.n <= self.max_batch_rows:
+                    joining.append(self._queue.get_nowait())
+                    rows += joining[-1].request.params.n
+                joining = [s for s in joining if not s.cancelled()]
+                try:
+                    if joining:
+                        running = await run_compute(self._admit, running, joining)
+                        _fail([s for s in joining if s.error], None)
+                    if running:
+                        for sequence in await run_compute(self._step, running):
+                            if not sequence.future.done():
+                                sequence.future.set_result(sequence.completion())
+                except Exception as e:  # the batch is lost: every caller in it learns why
+                    _fail(joining + _sequences(running), e)
+                    running = None
+                if running and not running.rows:
+                    running = None
+        finally:  # closed: nobody waits forever for a request this loop dropped
+            queued = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+            _fail(joining + _sequences(running) + queued, RuntimeError("the hf engine was closed"))
 
     @torch.inference_mode()
-    def generate_batch(self, requests: list[GenerationRequest]) -> list[Completion]:
-        """Generate for several requests at once (blocking)."""
-        start = time.perf_counter()
-        self.batches += 1
-        prompts = [self.tokenizer(render_prompt(self.tokenizer, r.messages, r.continue_final_message),
-                                  add_special_tokens=False).input_ids for r in requests]
-        shared, cache = self._shared_prefix(prompts)
-        suffixes = [p[shared:] for p in prompts]
-        width = max(len(p) for p in suffixes)
-        ids = torch.tensor([[self._pad] * (width - len(p)) + p for p in suffixes], device=self.device)
-        mask = torch.tensor([[1] * shared + [0] * (width - len(p)) + [1] * len(p) for p in suffixes], device=self.device)
-        self.prefilled_tokens += sum(len(p) for p in suffixes)
-        out = self._model(input_ids=ids, attention_mask=mask,
-                          position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, shared:],
-                          past_key_values=cache, use_cache=True)
-        rows: list[_Row] = []
-        for i, request in enumerate(requests):
-            params = request.params
+    def _admit(self, running: Optional[_Running], sequences: list[_Sequence]) -> Optional[_Running]:
+        """Prefill `sequences` and add their rows to the running batch (or start one).
+        A sequence that cannot run gets its `error` and is left out."""
+        for sequence in sequences:
+            text = render_prompt(self.tokenizer, sequence.request.messages, sequence.request.continue_final_message)
+            sequence.prompt = self.tokenizer(text, add_special_tokens=False).input_ids
+            if len(sequence.prompt) >= self.context_length:
+                sequence.error = ValueError(f"the prompt has {len(sequence.prompt)} tokens; {self.model} "
+                                            f"reads at most {self.context_length}")
+        sequences = [s for s in sequences if s.error is None]
+        if not sequences:
+            return running
+        if running is None:
+            prefix = _common_prefix([s.prompt for s in sequences])
+            running = _Running(BatchKV(self._prefix_kv(prefix), rows=0, capacity=0), prefix, [],
+                               torch.empty(0, device=self.device))
+            self.batches += 1
+        else:
+            shared = len(_common_prefix([list(running.prefix)] + [s.prompt for s in sequences], limit=len(running.prefix)))
+            running.kv.shorten_prefix(shared)
+            running.prefix = running.prefix[:shared]
+        joining, logits = self._prefill(running, sequences)
+        expand = [i for i, s in enumerate(sequences) for _ in range(s.request.params.n)]
+        joining.select(torch.tensor(expand, device=self.device))
+        running.kv.merge(joining)
+        running.logits = torch.cat([running.logits.view(-1, logits.shape[-1]), logits[expand]])
+        for sequence in sequences:
+            params = sequence.request.params
             for k in range(params.n):
                 generator = torch.Generator(device="cpu")
                 generator.manual_seed(params.seed * 1_000_003 + k if params.seed is not None else random.getrandbits(62))
-                rows.append(_Row(request=i, params=params, generator=generator))
-        expand = torch.tensor([row.request for row in rows], device=self.device)
-        cache.batch_select_indices(expand)
-        logits = out.logits[:, -1, :].float().index_select(0, expand)
-        mask = mask.index_select(0, expand)
-        positions = mask.sum(-1, keepdim=True) - 1
-        active = list(range(len(rows)))
-        max_steps = max(r.params.max_new_tokens for r in rows)
-        for _ in range(max_steps):
-            next_tokens = [self._sample(logits[j], rows[a]) for j, a in enumerate(active)]
-            keep = []
-            for j, (a, token) in enumerate(zip(active, next_tokens)):
-                row = rows[a]
-                self._advance(row, token)
-                if row.finish_reason is None:
-                    keep.append(j)
-            if not keep:
-                break
-            if len(keep) < len(active):
-                index = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(index)
-                mask = mask.index_select(0, index)
-                positions = positions.index_select(0, index)
-                next_tokens = [next_tokens[j] for j in keep]
-                active = [active[j] for j in keep]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-            positions = positions + 1
-            out = self._model(input_ids=torch.tensor(next_tokens, device=self.device)[:, None], attention_mask=mask,
-                              position_ids=positions, past_key_values=cache, use_cache=True)
-            logits = out.logits[:, -1, :].float()
-        seconds = time.perf_counter() - start
-        return [
-            Completion(
-                samples=[Sample(r.text, r.finish_reason or "length", len(r.tokens)) for r in rows if r.request == i],
-                prompt_tokens=len(prompts[i]),
-                seconds=seconds,
-            )
-            for i in range(len(requests))
-        ]
+                sequence.rows.append(_Row(sequence, generator))
+            running.rows.extend(sequence.rows)
+        return running
 
-    def _shared_prefix(self, prompts: list[list[int]]) -> "tuple[int, DynamicCache]":
-        """(length, KV cache expanded to the batch) of the prompts' longest common
-        prefix, computed from the longest cached prefix of it."""
-        from transformers import DynamicCache
+    def _prefill(self, running: _Running, sequences: list[_Sequence]) -> tuple[BatchKV, torch.Tensor]:
+        """A batch of one row per sequence holding its prompt past the shared prefix: what the
+        prefix cache has, then the rest, computed now. Returns it with each row's logits."""
+        shared = len(running.prefix)
+        cached = [self._cache.longest(s.prompt, len(s.prompt) - 1) for s in sequences]
+        starts = [max(shared, len(c.tokens) if c else 0) for c in cached]
+        spans = [self._span(c, shared, start) for c, start in zip(cached, starts)]
+        rest = [s.prompt[start:] for s, start in zip(sequences, starts)]
+        width = max(len(r) for r in rest)
+        kv = BatchKV((running.kv.prefix_keys, running.kv.prefix_values), rows=len(sequences),
+                     capacity=max(k[0].shape[2] for k, _ in spans) + width + DECODE_RESERVE)
+        kv.fill(spans)
+        tokens = torch.tensor([[self._pad] * (width - len(r)) + r for r in rest], device=self.device)
+        valid = torch.tensor([[False] * (width - len(r)) + [True] * len(r) for r in rest], device=self.device)
+        logits = kv.forward(self._model, tokens, valid)
+        self.prefilled_tokens += sum(len(r) for r in rest)
+        if self._cache.max_tokens:
+            for row, (sequence, parent) in enumerate(zip(sequences, cached)):
+                # The new block holds what its parent does not: part of the shared prefix, maybe, then the row's own.
+                begin = len(parent.tokens) if parent else 0
+                own_keys, own_values = kv.row_span(row, len(sequence.prompt) - max(begin, shared))
+                if begin < shared:
+                    own_keys = [torch.cat([p[:, :, begin:], k], 2) for p, k in zip(kv.prefix_keys, own_keys)]
+                    own_values = [torch.cat([p[:, :, begin:], v], 2) for p, v in zip(kv.prefix_values, own_values)]
+                self._cache.add(KVBlock(tuple(sequence.prompt), parent, own_keys, own_values))
+        return kv, logits
 
-        shared = min(len(p) for p in prompts) - 1  # every row keeps a token to prefill
-        first = prompts[0]
-        for p in prompts[1:]:
-            shared = next((i for i in range(shared) if p[i] != first[i]), shared)
-        if shared < MIN_CACHED_PREFIX:
-            return 0, DynamicCache()
-        best = max((k for k in self._prefixes if len(k) <= shared and tuple(first[: len(k)]) == k), key=len, default=())
-        cache = copy.deepcopy(self._prefixes[best]) if best else DynamicCache()
-        if best:
-            self._prefixes.move_to_end(best)
-        if len(best) < shared:
-            rest = torch.tensor([first[len(best):shared]], device=self.device)
-            positions = torch.arange(len(best), shared, device=self.device)[None]
-            self._model(input_ids=rest, position_ids=positions, past_key_values=cache, use_cache=True)
-            self.prefilled_tokens += shared - len(best)
-            self._remember(tuple(first[:shared]), cache)
-        if len(prompts) > 1:
-            cache.batch_repeat_interleave(len(prompts))
-        return shared, cache
+    def _prefix_kv(self, prefix: tuple[int, ...]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The KV of `prefix`, per layer (1, kv_heads, len(prefix), head_dim), from the cache and what it lacks."""
+        if not prefix:
+            return self._span(None, 0, 0)
+        cached = self._cache.longest(prefix, len(prefix))
+        done = len(cached.tokens) if cached else 0
+        if done == len(prefix):
+            return self._span(cached, 0, done)
+        kv = BatchKV(self._span(cached, 0, done), rows=1, capacity=len(prefix) - done)
+        rest = torch.tensor([prefix[done:]], device=self.device)
+        kv.forward(self._model, rest, torch.ones_like(rest, dtype=torch.bool))
+        self.prefilled_tokens += len(prefix) - done
+        block = KVBlock(prefix, cached, *kv.row_span(0, len(prefix) - done))
+        self._cache.add(block)
+        return self._span(block, 0, len(prefix))
 
-    def _remember(self, prefix: tuple[int, ...], cache) -> None:
-        if len(prefix) > self.prefix_cache_tokens:
-            return
-        self._prefixes[prefix] = copy.deepcopy(cache)
-        while sum(len(k) for k in self._prefixes) > self.prefix_cache_tokens:
-            self._prefixes.popitem(last=False)
+    def _span(self, block: Optional[KVBlock], begin: int, end: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        if block is None or begin >= end:
+            empty = torch.empty(self._kv_shape, dtype=self.dtype, device=self.device)
+            return [empty] * self._layers, [empty] * self._layers
+        spans = [block.span(layer, begin, end) for layer in range(self._layers)]
+        return [k for k, _ in spans], [v for _, v in spans]
+
+    @torch.inference_mode()
+    def _step(self, running: _Running) -> list[_Sequence]:
+        """Sample one token for every row and compute the next logits; returns the sequences it finished."""
+        keep, tokens, finished = [], [], []
+        for j, row in enumerate(running.rows):
+            if row.sequence.cancelled():
+                continue
+            token = self._sample(running.logits[j], row)
+            self._advance(row, token)
+            if row.finish_reason is None:
+                keep.append(j)
+                tokens.append(token)
+            elif row.sequence.done():
+                finished.append(row.sequence)
+        if len(keep) < len(running.rows):
+            running.kv.select(torch.tensor(keep, dtype=torch.long, device=self.device))
+            running.rows = [running.rows[j] for j in keep]
+        if keep:
+            step = torch.tensor(tokens, device=self.device)[:, None]
+            running.logits = running.kv.forward(self._model, step, torch.ones_like(step, dtype=torch.bool))
+        return finished
 
     @staticmethod
     def _sample(logits: torch.Tensor, row: _Row) -> int:
-        params = row.params
+        params = row.sequence.request.params
         if params.temperature == 0:
             return int(logits.argmax())
         probs = torch.softmax(logits / params.temperature, dim=-1)
@@ -217,7 +294,7 @@ class HFEngine:
         return int(torch.multinomial(probs.cpu(), 1, generator=row.generator))
 
     def _advance(self, row: _Row, token: int) -> None:
-        params = row.params
+        params = row.sequence.request.params
         if token in self._eos:
             row.finish_reason = "eos"
             return
@@ -229,10 +306,33 @@ class HFEngine:
         if cut is not None:
             row.text = row.text[:cut]
             row.finish_reason = "stop"
-        elif len(row.tokens) >= params.max_new_tokens:
+        elif len(row.tokens) >= params.max_new_tokens or len(row.sequence.prompt) + len(row.tokens) >= self.context_length:
             row.finish_reason = "length"
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            self._worker = None
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()
+            if self._loop is asyncio.get_running_loop():
+                await asyncio.gather(worker, return_exceptions=True)
+
+
+def _sequences(running: Optional[_Running]) -> list[_Sequence]:
+    return [row.sequence for row in running.rows] if running else []
+
+
+def _fail(sequences: list[_Sequence], error: Optional[BaseException]) -> None:
+    """Fail each sequence with `error`, or with its own."""
+    for sequence in sequences:
+        if not sequence.future.done():
+            sequence.future.set_exception(error or sequence.error)
+
+
+def _common_prefix(prompts: list[list[int]], limit: Optional[int] = None) -> tuple[int, ...]:
+    """The prompts' longest common prefix that leaves each at least one token to prefill
+    (its last token's logits start decoding), or () when too short to be worth sharing."""
+    shared = min(len(p) for p in prompts) - 1 if limit is None else min([limit] + [len(p) - 1 for p in prompts[1:]])
+    first = prompts[0]
+    for p in prompts[1:]:
+        shared = next((i for i in range(shared) if p[i] != first[i]), shared)
+    return tuple(first[:shared]) if shared >= MIN_CACHED_PREFIX else ()

@@ -3,8 +3,12 @@
     .venv/bin/python scripts/bench/episodes.py [--episodes 16] [--model smollm2-135m-instruct]
 
 The same questions, the same engine, the same sandboxes; only the number of
-episodes in flight differs. Concurrency pays because the engine batches the
-steps of all waiting episodes into one forward pass.
+episodes in flight differs. Concurrency pays because the engine decodes the
+steps of all running episodes as one batch, which joins them as they come.
+In bfloat16 (the default on CPUs with AMX) a batch's shape can flip a greedy
+token, so the two runs may generate different amounts: tokens/s is printed
+too. `--dtype float32` makes the trajectories identical (and batching gains
+smaller, as float32 matrix products scale worse with rows on CPU).
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=16)
     parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: the engine's choice for this hardware)")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--max-steps", type=int, default=3)
     args = parser.parse_args()
 
     questions, retriever = world_questions(args.episodes)
-    engine = HFEngine(args.model)
+    engine = HFEngine(args.model, dtype=args.dtype)
     agent = Agent(engine, AgentConfig(max_steps=args.max_steps,
                                       sampling=SamplingParams(max_new_tokens=args.max_new_tokens, stop=STOP_STRINGS)))
     sequential, t_seq = asyncio.run(run_episodes(agent, questions, retriever, concurrency=1))

@@ -24,11 +24,12 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=6)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: the engine's choice for this hardware)")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     args = parser.parse_args()
 
     questions, retriever = world_questions(args.episodes)
-    engine = HFEngine(args.model)
+    engine = HFEngine(args.model, dtype=args.dtype)
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, stop=STOP_STRINGS)
     # Episodes one at a time, so each step's cost is measured alone.
     plain = Agent(engine, AgentConfig(max_steps=2, sampling=sampling, sag=SAGConfig(n=1)))
