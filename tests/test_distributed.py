@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 
 import pytest
 
@@ -31,12 +34,44 @@ def test_router_forgets_the_oldest_sessions_beyond_its_bound():
         EngineRouter([], "m")
 
 
+def test_gpus_per_replica_are_its_tensor_parallel_degree():
+    from ray_distill.distributed.engines import ReplicaResources, _with_tensor_parallel
+    from ray_distill.engines.spec import EngineSpec
+
+    assert _with_tensor_parallel(EngineSpec("vllm", "m"), 4).options == {"tensor_parallel_size": 4}
+    assert _with_tensor_parallel(EngineSpec("hf", "m"), 1).options == {}
+    with pytest.raises(ValueError, match="tensor_parallel_size=2 but 4 GPUs"):
+        EngineRouter.launch(EngineSpec("vllm", "m", {"tensor_parallel_size": 2}), resources=ReplicaResources(num_gpus=4))
+    with pytest.raises(ValueError, match="need the vllm backend"):
+        EngineRouter.launch(EngineSpec("hf", "m"), resources=ReplicaResources(num_gpus=2))
+
+
+@pytest.mark.slow
+def test_each_replica_gets_its_own_gpus_from_ray(tiny_model):
+    """On a Ray that declares two (logical) GPUs, so this runs without any: one GPU per replica, a different one each."""
+    script = f"""
+import json
+from ray_distill.distributed.cluster import init_ray
+from ray_distill.distributed.engines import EngineRouter, ReplicaResources
+from ray_distill.engines.spec import EngineSpec
+init_ray(num_cpus=2, num_gpus=2)
+router = EngineRouter.launch(EngineSpec("hf", {str(tiny_model)!r}), replicas=2,
+                             resources=ReplicaResources(num_gpus=1, num_cpus=0.5))
+print(json.dumps(router.placement))
+"""
+    # A Ray of its own, in its own process: the session's local Ray declares no GPUs.
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    placement = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(tuple(p["gpu_ids"]) for p in placement) == [("0",), ("1",)]
+
+
 @pytest.mark.slow
 def test_replicas_serve_the_engine_protocol_with_session_affinity(local_ray, tiny_model):
     from ray_distill.engines.hf import HFEngine
     from ray_distill.engines.spec import EngineSpec
 
-    router = EngineRouter.launch(EngineSpec("hf", str(tiny_model)), replicas=2)
+    router = EngineRouter.launch(EngineSpec("hf", str(tiny_model), {"dtype": "float32"}), replicas=2)
     chat = [{"role": "user", "content": "Say something."}]
 
     async def go():
@@ -48,7 +83,7 @@ def test_replicas_serve_the_engine_protocol_with_session_affinity(local_ray, tin
         results, requests = asyncio.run(go())
     finally:
         asyncio.run(router.close())
-    local = HFEngine(str(tiny_model))
+    local = HFEngine(str(tiny_model), dtype="float32")
     expected = [local.generate_batch([r])[0].texts for r in requests]
     assert [r.texts for r in results] == expected  # seeded: same samples on any replica
     assignment = {s: router.replica_for(s) for s in ("ep0", "ep1", "ep2", "ep3")}

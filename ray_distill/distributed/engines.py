@@ -11,7 +11,7 @@ session goes to the replica with the fewest requests in flight.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import ray
@@ -30,8 +30,12 @@ class EngineReplica:
     async def generate(self, request: GenerationRequest) -> Completion:
         return await self.engine.generate(request)
 
-    async def ready(self) -> str:
-        return self.engine.model
+    async def ready(self) -> dict:
+        """Where the replica landed: for logs, and for checking placement."""
+        context = ray.get_runtime_context()
+        group = ray.util.get_current_placement_group()
+        return {"model": self.engine.model, "node_id": context.get_node_id(),
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "placement_group": group.id.hex() if group else None}
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,13 @@ class EngineRouter:
         self.replicas = replicas
         self.model = model
         self.placement_groups = placement_groups or []
+        self.placement: list[dict] = []  # each replica's ready() report, once launched
         self.in_flight = [0] * len(replicas)
         self._sessions: OrderedDict[str, int] = OrderedDict()
 
     @classmethod
     def launch(cls, spec: EngineSpec, replicas: int = 1, resources: ReplicaResources = ReplicaResources()) -> "EngineRouter":
+        spec = _with_tensor_parallel(spec, resources.num_gpus)
         handles, groups = [], []
         for _ in range(replicas):
             if resources.num_gpus > 1:
@@ -66,8 +72,9 @@ class EngineRouter:
             else:
                 handle = EngineReplica.options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus).remote(spec)
             handles.append(handle)
-        ray.get([h.ready.remote() for h in handles])
-        return cls(handles, spec.model, groups)
+        router = cls(handles, spec.model, groups)
+        router.placement = ray.get([h.ready.remote() for h in handles])
+        return router
 
     def replica_for(self, session_id: Optional[str]) -> int:
         if session_id is not None and session_id in self._sessions:
@@ -93,3 +100,16 @@ class EngineRouter:
             ray.kill(handle)
         for group in self.placement_groups:
             ray.util.remove_placement_group(group)
+
+
+def _with_tensor_parallel(spec: EngineSpec, num_gpus: int) -> EngineSpec:
+    """A replica's GPUs are its tensor-parallel degree: set it, or check that the spec agrees."""
+    if num_gpus <= 1:
+        return spec
+    if spec.backend != "vllm":
+        raise ValueError(f"a replica of the {spec.backend} engine uses one GPU; "
+                         f"{num_gpus} GPUs per replica (tensor parallelism) need the vllm backend")
+    degree = spec.options.get("tensor_parallel_size", num_gpus)
+    if degree != num_gpus:
+        raise ValueError(f"tensor_parallel_size={degree} but {num_gpus} GPUs per replica; make them equal")
+    return replace(spec, options={**spec.options, "tensor_parallel_size": num_gpus})
