@@ -1,6 +1,8 @@
-"""Dense retrieval: the sentence encoder, an in-process faiss index, and result formatting."""
+"""Dense retrieval: the sentence encoder, in-process faiss indexes (one, or shards), and result formatting."""
 
 from ray_distill.tools.retrieval.encoder import Encoder
 from ray_distill.tools.retrieval.index import FaissRetriever, Hit, Retriever, format_hits, read_corpus
+from ray_distill.tools.retrieval.shards import IndexKind, Shard, ShardedRetriever, build_index, write_shard
 
-__all__ = ["Encoder", "FaissRetriever", "Hit", "Retriever", "format_hits", "read_corpus"]
+__all__ = ["Encoder", "FaissRetriever", "Hit", "IndexKind", "Retriever", "Shard", "ShardedRetriever", "build_index",
+           "format_hits", "read_corpus", "write_shard"]

@@ -1,0 +1,198 @@
+"""Index shards: a faiss index over one slice of the corpus, its passages, and a manifest.
+
+A shard directory holds `index.faiss`, `passages.parquet` (id, contents, in
+index order) and `manifest.json`: embedder, dimension, metric, index kind
+and parameters, passage count and the index file's checksum. Loading checks
+all of them, so an index built with one embedder cannot answer another's
+queries, and a truncated or swapped file is an error rather than wrong hits.
+Shards search independently; `search_shards` merges their top-k, which for
+Flat shards equals one Flat index over the whole corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ray_distill.fileio import write_json_atomic
+
+KINDS = ("flat", "ivf_flat", "ivf_pq", "hnsw")
+MANIFEST = "manifest.json"
+INDEX_FILE = "index.faiss"
+PASSAGES_FILE = "passages.parquet"
+
+
+@dataclass(frozen=True)
+class IndexKind:
+    """What faiss index a shard is, and its search-time settings."""
+
+    kind: str = "flat"
+    nlist: int = 1024  # IVF cells
+    pq_m: int = 64  # IVF-PQ sub-quantizers (must divide the dimension)
+    pq_bits: int = 8
+    hnsw_m: int = 32  # HNSW neighbours per node
+    nprobe: int = 32  # IVF cells visited per query
+    ef_search: int = 128  # HNSW candidate list per query
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown index kind {self.kind!r}; known: {', '.join(KINDS)}")
+
+    def factory(self) -> str:
+        return {"flat": "Flat", "ivf_flat": f"IVF{self.nlist},Flat", "ivf_pq": f"IVF{self.nlist},PQ{self.pq_m}x{self.pq_bits}",
+                "hnsw": f"HNSW{self.hnsw_m},Flat"}[self.kind]
+
+
+@dataclass(frozen=True)
+class ShardManifest:
+    embedder: str
+    dimension: int
+    kind: IndexKind
+    passages: int
+    checksum: str  # sha256 of index.faiss
+    metric: str = "inner_product"
+    shard: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, directory: Path) -> "ShardManifest":
+        data = json.loads((directory / MANIFEST).read_text())
+        return cls(**{**data, "kind": IndexKind(**data["kind"])})
+
+
+def build_index(vectors: np.ndarray, kind: IndexKind):
+    """A trained faiss index of `kind` holding `vectors` (unit-norm float32, one row per passage)."""
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    count, dimension = vectors.shape
+    if kind.kind in ("ivf_flat", "ivf_pq") and count < kind.nlist:
+        raise ValueError(f"an {kind.kind} index with nlist={kind.nlist} needs at least that many passages "
+                         f"per shard; this shard has {count} (lower nlist or use fewer shards)")
+    if kind.kind == "ivf_pq" and dimension % kind.pq_m:
+        raise ValueError(f"pq_m={kind.pq_m} must divide the embedding dimension {dimension}")
+    index = faiss.index_factory(dimension, kind.factory(), faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        index.train(vectors)
+    index.add(vectors)
+    _set_search_parameters(index, kind)
+    return index
+
+
+def _set_search_parameters(index, kind: IndexKind) -> None:
+    import faiss
+
+    if kind.kind.startswith("ivf"):
+        faiss.extract_index_ivf(index).nprobe = kind.nprobe
+    elif kind.kind == "hnsw":
+        index.hnsw.efSearch = kind.ef_search
+
+
+def write_shard(directory: Path, index, ids: Sequence[str], contents: Sequence[str], embedder: str,
+                kind: IndexKind, shard: int = 0) -> ShardManifest:
+    """Save a shard; the manifest is written last, so a directory with one is complete."""
+    import faiss
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if index.ntotal != len(ids) or len(ids) != len(contents):
+        raise ValueError(f"index holds {index.ntotal} vectors but there are {len(ids)} ids and {len(contents)} passages")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MANIFEST).unlink(missing_ok=True)
+    faiss.write_index(index, str(directory / INDEX_FILE))
+    pq.write_table(pa.table({"id": [str(i) for i in ids], "contents": list(contents)}), directory / PASSAGES_FILE)
+    manifest = ShardManifest(embedder=embedder, dimension=index.d, kind=kind, passages=len(ids),
+                             checksum=_sha256(directory / INDEX_FILE), shard=shard)
+    write_json_atomic(directory / MANIFEST, asdict(manifest))
+    return manifest
+
+
+@dataclass
+class Shard:
+    manifest: ShardManifest
+    index: object
+    ids: list[str]
+    contents: list[str]
+
+    @classmethod
+    def load(cls, directory: str | Path, embedder: str, verify: bool = True) -> "Shard":
+        """Load a shard for queries embedded by `embedder`; refuses any mismatch."""
+        import faiss
+        import pyarrow.parquet as pq
+
+        directory = Path(directory)
+        if not (directory / MANIFEST).exists():
+            raise FileNotFoundError(f"{directory} is not a complete index shard (no {MANIFEST})")
+        manifest = ShardManifest.read(directory)
+        if manifest.embedder != embedder:
+            raise ValueError(f"the index in {directory} was built with embedder {manifest.embedder!r}; "
+                             f"queries embedded with {embedder!r} would find the wrong passages")
+        if verify and _sha256(directory / INDEX_FILE) != manifest.checksum:
+            raise ValueError(f"{directory / INDEX_FILE} does not match its manifest's checksum (changed or truncated)")
+        index = faiss.read_index(str(directory / INDEX_FILE))
+        table = pq.read_table(directory / PASSAGES_FILE)
+        if index.ntotal != manifest.passages or table.num_rows != manifest.passages:
+            raise ValueError(f"{directory}: the manifest says {manifest.passages} passages, the index holds "
+                             f"{index.ntotal} and the passage file {table.num_rows}")
+        _set_search_parameters(index, manifest.kind)
+        return cls(manifest, index, table.column("id").to_pylist(), table.column("contents").to_pylist())
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) of the top-k per query; rows index this shard (-1: none)."""
+        return self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(k, self.index.ntotal))
+
+
+def merge_top_k(results: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge per-shard (scores, rows) into the global top-k: (scores, shard numbers, rows), best first.
+    Ties go to the lower shard, then the lower row, so results do not depend on timing."""
+    scores = np.concatenate([np.pad(s, ((0, 0), (0, k - s.shape[1])), constant_values=-np.inf) for s, _ in results], axis=1)
+    rows = np.concatenate([np.pad(r, ((0, 0), (0, k - r.shape[1])), constant_values=-1) for _, r in results], axis=1)
+    shards = np.repeat(np.arange(len(results)), k)[None, :].repeat(scores.shape[0], axis=0)
+    scores = np.where(rows < 0, -np.inf, scores)
+    order = np.lexsort((rows, shards, -scores), axis=1)[:, :k]
+    pick = np.take_along_axis
+    return pick(scores, order, 1), pick(shards, order, 1), pick(rows, order, 1)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ShardedRetriever:
+    """The `Retriever` over shards held in this process: encode once, search every shard, merge."""
+
+    def __init__(self, encoder, shards: Sequence[Shard]):
+        if not shards:
+            raise ValueError("a sharded retriever needs at least one shard")
+        self.encoder = encoder
+        self.shards = list(shards)
+
+    @classmethod
+    def load(cls, directories: Sequence[str | Path], encoder) -> "ShardedRetriever":
+        return cls(encoder, [Shard.load(d, encoder.spec.name) for d in directories])
+
+    def search(self, queries: Sequence[str], k: int = 3):
+        from ray_distill.tools.retrieval.index import Hit, split_contents
+
+        if not queries:
+            return []
+        vectors = self.encoder.encode_queries(list(queries))
+        scores, shards, rows = merge_top_k([shard.search(vectors, k) for shard in self.shards], k)
+        results = []
+        for score_row, shard_row, index_row in zip(scores, shards, rows):
+            hits = []
+            for score, s, i in zip(score_row, shard_row, index_row):
+                if i >= 0:
+                    shard = self.shards[s]
+                    hits.append(Hit(shard.ids[i], *split_contents(shard.contents[i]), float(score)))
+            results.append(hits)
+        return results
