@@ -62,4 +62,4 @@ def test_web_search_tool_formats_numbered_documents(retriever):
 
 def test_format_hits():
     assert format_hits([]) == "No documents found."
-    assert format_hits([Hit("7", "Rome", "Rome is a city.", 0.8123)]) == "Doc 1 (Title: Rome) score=0.81\nRome is a city."
+    assert format_hits([Hit("7", "Rome\nRome is a city.", 0.8123)]) == "Doc 1 (Title: Rome) score=0.81\nRome is a city."

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ray_distill.compute import run_compute
-from ray_distill.tools.retrieval.index import Retriever, format_hits
+from ray_distill.tools.retrieval.index import Retriever, format_hits, search_async
 from ray_distill.tools.sandbox import Toolbox
 
 
@@ -19,7 +18,7 @@ def retrieval_tools(retriever: Retriever, k: int = 3) -> Toolbox:
         query = kwargs.get("query", args[0] if args else None)
         if not isinstance(query, str) or not query.strip():
             raise ValueError("web_search needs a non-empty query string")
-        (hits,) = await run_compute(retriever.search, [query], k)
+        (hits,) = await search_async(retriever, [query], k)
         return format_hits(hits)
 
     return Toolbox(handle, ("web_search",))

@@ -15,19 +15,35 @@ from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from ray_distill.compute import run_compute
 from ray_distill.tools.retrieval.encoder import Encoder
 
 
 @dataclass(frozen=True)
 class Hit:
     id: str
-    title: str
-    text: str
+    contents: str  # "Title\ntext", as in the corpus
     score: float
+
+    @property
+    def title(self) -> str:
+        return split_contents(self.contents)[0]
+
+    @property
+    def text(self) -> str:
+        return split_contents(self.contents)[1]
 
 
 class Retriever(Protocol):
     def search(self, queries: Sequence[str], k: int = 3) -> list[list[Hit]]: ...
+
+
+async def search_async(retriever: Retriever, queries: Sequence[str], k: int) -> list[list[Hit]]:
+    """Search from an event loop: a remote retriever's own `asearch`, else on the compute thread
+    (an in-process search embeds queries with torch)."""
+    if hasattr(retriever, "asearch"):
+        return await retriever.asearch(queries, k)
+    return await run_compute(retriever.search, queries, k)
 
 
 def read_corpus(paths: Iterable[str | Path]) -> Iterator[dict]:
@@ -70,8 +86,7 @@ class FaissRetriever:
             for score, i in zip(score_row, index_row):
                 if i < 0:
                     continue
-                title, text = split_contents(self.contents[i])
-                hits.append(Hit(self.ids[i], title, text, float(score)))
+                hits.append(Hit(self.ids[i], self.contents[i], float(score)))
             results.append(hits)
         return results
 

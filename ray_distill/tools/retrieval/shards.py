@@ -181,7 +181,7 @@ class ShardedRetriever:
         return cls(encoder, [Shard.load(d, encoder.spec.name) for d in directories])
 
     def search(self, queries: Sequence[str], k: int = 3):
-        from ray_distill.tools.retrieval.index import Hit, split_contents
+        from ray_distill.tools.retrieval.index import Hit
 
         if not queries:
             return []
@@ -193,6 +193,6 @@ class ShardedRetriever:
             for score, s, i in zip(score_row, shard_row, index_row):
                 if i >= 0:
                     shard = self.shards[s]
-                    hits.append(Hit(shard.ids[i], *split_contents(shard.contents[i]), float(score)))
+                    hits.append(Hit(shard.ids[i], shard.contents[i], float(score)))
             results.append(hits)
         return results
