@@ -7,6 +7,7 @@
     ray-distill models NAME [NAME ...]           resolve (and build) models
     ray-distill benchmarks [CONFIG] [key=value ...]
     ray-distill chat [CONFIG] [key=value ...] [--question Q] [--backend hf|vllm] [--sag N]
+    ray-distill serve-retrieval CONFIG [key=value ...]   the index over HTTP (Search-R1 API)
 
 User errors (bad config, missing files, unknown names) print one line and
 exit with status 2; no traceback.
@@ -69,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--sag", type=int, default=1, metavar="N", help="sample N actions per step and vote (SAG)")
     chat.add_argument("--max-steps", type=int, default=5)
     chat.add_argument("--max-new-tokens", type=int, default=512)
+    serve = sub.add_parser("serve-retrieval", help="serve the index stage's shards over HTTP (Search-R1 /retrieve API)")
+    _add_config_args(serve)
     return parser
 
 
@@ -105,6 +108,11 @@ def _command(args: argparse.Namespace) -> int:
         config_path, overrides = _split_config(args)
         return chat(load_config(config_path, overrides), args.question, args.backend, args.sag,
                     args.max_steps, args.max_new_tokens)
+
+    if args.command == "serve-retrieval":
+        from ray_distill.serve_retrieval import serve_retrieval
+
+        return serve_retrieval(load_config(args.config, args.overrides))
 
     from ray_distill.stages.pipeline import run_pipeline
 

@@ -17,7 +17,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def _small(run_dir: Path, *extra: str) -> list[str]:
-    return [f"run.dir={run_dir}", "world.num_passages=400", "world.num_fact_questions=16",
+    return [f"run.dir={run_dir}", "run.stages=[world]", "world.num_passages=400", "world.num_fact_questions=16",
             "world.num_math_questions=12", *extra]
 
 

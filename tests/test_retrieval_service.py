@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from ray_distill.data.world import write_world
-from ray_distill.tools.retrieval import Encoder, IndexKind, ShardedRetriever, build_index, read_corpus, write_shard
+from ray_distill.tools.retrieval import (Encoder, IndexKind, ShardedRetriever, build_index, read_corpus,
+                                         write_passages, write_shard)
 from ray_distill.tools.retrieval.http import make_app
 
 pytestmark = pytest.mark.slow
@@ -27,8 +28,8 @@ def shards(tmp_path_factory):
     directories = []
     for n, (lo, hi) in enumerate([(0, 150), (150, 300)]):
         directories.append(out / f"shard-{n}")
-        write_shard(directories[-1], build_index(vectors[lo:hi], IndexKind("flat")), [r["id"] for r in records[lo:hi]],
-                    [r["contents"] for r in records[lo:hi]], "minilm-l6", IndexKind("flat"), shard=n)
+        write_passages(directories[-1], [r["id"] for r in records[lo:hi]], [r["contents"] for r in records[lo:hi]])
+        write_shard(directories[-1], build_index(vectors[lo:hi], IndexKind("flat")), "minilm-l6", IndexKind("flat"), shard=n)
     questions = ["Who founded the shipping company?", "a city beside a lake", "population of the capital",
                  "when was the bridge built", "the river that flows through the town"]
     return directories, ShardedRetriever.load(directories, encoder), questions

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
+from ray_distill.tools.retrieval.shards import KINDS as INDEX_KINDS
+
 Problems = Iterator[tuple[str, str]]
 
 
@@ -20,6 +22,12 @@ def _help(text: str, default=None, *, factory=None):
     if factory is not None:
         return field(default_factory=factory, metadata={"help": text})
     return field(default=default, metadata={"help": text})
+
+
+def _positive(section, *names: str) -> Problems:
+    for name in names:
+        if getattr(section, name) < 1:
+            yield name, f"must be >= 1, got {getattr(section, name)}"
 
 
 @dataclass
@@ -98,6 +106,49 @@ class BenchmarksConfig:
 
 
 @dataclass
+class IndexConfig:
+    """The retrieval index: the corpus split into shards, embedded, and indexed with faiss."""
+
+    corpus: list[str] = _help(
+        "Corpus files ({id, contents} as JSONL, JSONL.gz or Parquet; globs allowed). Empty: the world corpus.",
+        factory=list,
+    )
+    passages_per_shard: int = _help("Passages per shard; each is one actor when served.", 1_000_000)
+    kind: str = _help("faiss index: flat (exact), ivf_flat, ivf_pq or hnsw.", "flat")
+    nlist: int = _help("IVF cells (ivf_flat, ivf_pq); at most the passages of a shard.", 1024)
+    nprobe: int = _help("IVF cells searched per query.", 32)
+    pq_m: int = _help("IVF-PQ sub-quantizers; must divide the embedding dimension.", 64)
+    pq_bits: int = _help("IVF-PQ bits per sub-quantizer code.", 8)
+    hnsw_m: int = _help("HNSW neighbours per node.", 32)
+    ef_search: int = _help("HNSW candidates per query.", 128)
+    encoders: int = _help("Encoder actors embedding at once (one GPU each when the cluster has GPUs).", 1)
+    batch_size: int = _help("Passages per embedding batch.", 256)
+    out_dir: Optional[str] = _help("Where to write the shards; default `<run.dir>/index`.", None)
+
+    def problems(self) -> Problems:
+        if self.kind not in INDEX_KINDS:
+            yield "kind", f"must be one of {', '.join(INDEX_KINDS)}, got {self.kind!r}"
+        yield from _positive(self, "passages_per_shard", "nlist", "nprobe", "pq_m", "pq_bits", "hnsw_m", "ef_search",
+                             "encoders", "batch_size")
+
+
+@dataclass
+class RetrievalConfig:
+    """The retrieval service over the index (`ray-distill serve-retrieval`)."""
+
+    host: str = _help("Address the HTTP API listens on (loopback by default; 0.0.0.0 exposes it).", "127.0.0.1")
+    port: int = _help("Port of the HTTP API.", 8000)
+    replicas: int = _help("Copies of the whole service (a router with its own shard actors).", 1)
+    topk: int = _help("Passages per query when a request gives no topk.", 3)
+    cache_size: int = _help("Recent (query, topk) answers kept per router.", 10_000)
+
+    def problems(self) -> Problems:
+        yield from _positive(self, "replicas", "topk", "cache_size")
+        if not 0 < self.port < 65536:
+            yield "port", f"must be a TCP port, got {self.port}"
+
+
+@dataclass
 class ExperimentConfig:
     """A whole experiment: one YAML file in experiments/."""
 
@@ -105,3 +156,5 @@ class ExperimentConfig:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
     benchmarks: BenchmarksConfig = field(default_factory=BenchmarksConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)

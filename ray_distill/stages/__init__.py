@@ -1,8 +1,8 @@
 """Pipeline stages, in pipeline order."""
 
-from ray_distill.stages import world
+from ray_distill.stages import index, world
 from ray_distill.stages.base import Stage, StageContext
 
-STAGES: dict[str, Stage] = {stage.name: stage for stage in (world.STAGE,)}
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (world.STAGE, index.STAGE)}
 
 __all__ = ["STAGES", "Stage", "StageContext"]

@@ -8,6 +8,7 @@ same `Retriever` protocol.
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +48,24 @@ async def search_async(retriever: Retriever, queries: Sequence[str], k: int) -> 
 
 
 def read_corpus(paths: Iterable[str | Path]) -> Iterator[dict]:
-    for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
+    """Passages `{"id", "contents"}` from JSONL, JSONL.gz or Parquet files, streamed in order."""
+    for path in map(Path, paths):
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=8192, columns=["id", "contents"]):
+                for record in batch.to_pylist():
+                    yield {"id": str(record["id"]), "contents": record["contents"]}
+            continue
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
                 if line.strip():
-                    yield json.loads(line)
+                    try:
+                        record = json.loads(line)
+                        yield {"id": str(record["id"]), "contents": record["contents"]}
+                    except (ValueError, KeyError, TypeError) as e:
+                        raise ValueError(f"{path}:{number}: not a corpus record {{'id', 'contents'}}: {e}") from None
 
 
 def split_contents(contents: str) -> tuple[str, str]:

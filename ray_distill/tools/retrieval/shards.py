@@ -15,7 +15,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -93,20 +93,73 @@ def _set_search_parameters(index, kind: IndexKind) -> None:
         index.hnsw.efSearch = kind.ef_search
 
 
-def write_shard(directory: Path, index, ids: Sequence[str], contents: Sequence[str], embedder: str,
-                kind: IndexKind, shard: int = 0) -> ShardManifest:
-    """Save a shard; the manifest is written last, so a directory with one is complete."""
-    import faiss
+def write_passages(directory: Path, ids: Sequence[str], contents: Sequence[str]) -> None:
+    """A shard's passages, in the order their vectors go into its index."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if index.ntotal != len(ids) or len(ids) != len(contents):
-        raise ValueError(f"index holds {index.ntotal} vectors but there are {len(ids)} ids and {len(contents)} passages")
+    if len(ids) != len(contents):
+        raise ValueError(f"{len(ids)} ids but {len(contents)} passages")
     directory.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"id": [str(i) for i in ids], "contents": list(contents)}), directory / PASSAGES_FILE)
+
+
+def split_corpus(records: Iterable[dict], out_dir: Path, passages_per_shard: int, progress=None) -> list[Path]:
+    """Stream a corpus into shard directories of `passages_per_shard` passages each
+    (`passages.parquet`); memory holds one row group, not the corpus. `progress(n)` is
+    called as passages are read. Returns the shard directories."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if passages_per_shard < 1:
+        raise ValueError(f"passages_per_shard must be >= 1, got {passages_per_shard}")
+    schema = pa.schema([("id", pa.string()), ("contents", pa.string())])
+    directories: list[Path] = []
+    writer, in_shard, ids, contents = None, 0, [], []
+
+    def flush() -> None:
+        if ids:
+            writer.write_table(pa.table({"id": ids, "contents": contents}, schema=schema))
+            if progress:
+                progress(len(ids))
+            ids.clear()
+            contents.clear()
+
+    def close() -> None:
+        flush()
+        writer.close()
+        (directories[-1] / (PASSAGES_FILE + ".tmp")).rename(directories[-1] / PASSAGES_FILE)
+
+    for record in records:
+        if writer is None or in_shard == passages_per_shard:
+            if writer is not None:
+                close()
+            directories.append(out_dir / f"shard-{len(directories):05d}")
+            directories[-1].mkdir(parents=True, exist_ok=True)
+            writer, in_shard = pq.ParquetWriter(directories[-1] / (PASSAGES_FILE + ".tmp"), schema), 0
+        ids.append(record["id"])
+        contents.append(record["contents"])
+        in_shard += 1
+        if len(ids) == 8192:
+            flush()
+    if writer is None:
+        raise ValueError("the corpus has no passages")
+    close()
+    return directories
+
+
+def write_shard(directory: Path, index, embedder: str, kind: IndexKind, shard: int = 0) -> ShardManifest:
+    """Save a shard's index next to its passages; the manifest is written last, so a
+    directory with one is complete."""
+    import faiss
+    import pyarrow.parquet as pq
+
+    passages = pq.ParquetFile(directory / PASSAGES_FILE).metadata.num_rows
+    if index.ntotal != passages:
+        raise ValueError(f"{directory}: the index holds {index.ntotal} vectors for {passages} passages")
     (directory / MANIFEST).unlink(missing_ok=True)
     faiss.write_index(index, str(directory / INDEX_FILE))
-    pq.write_table(pa.table({"id": [str(i) for i in ids], "contents": list(contents)}), directory / PASSAGES_FILE)
-    manifest = ShardManifest(embedder=embedder, dimension=index.d, kind=kind, passages=len(ids),
+    manifest = ShardManifest(embedder=embedder, dimension=index.d, kind=kind, passages=passages,
                              checksum=_sha256(directory / INDEX_FILE), shard=shard)
     write_json_atomic(directory / MANIFEST, asdict(manifest))
     return manifest

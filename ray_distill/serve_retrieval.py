@@ -1,0 +1,35 @@
+"""`ray-distill serve-retrieval`: the index stage's shards as a Ray service behind the HTTP API."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ray_distill.config import ExperimentConfig
+from ray_distill.stages.base import StageContext
+from ray_distill.stages.index import index_dir, shard_dirs
+
+log = logging.getLogger(__name__)
+
+
+def serve_retrieval(config: ExperimentConfig) -> int:
+    from aiohttp import web
+
+    from ray_distill.distributed.cluster import init_ray
+    from ray_distill.distributed.retrieval import RetrievalClient
+    from ray_distill.models import resolve_embedder
+    from ray_distill.tools.retrieval.http import make_app
+
+    directories = shard_dirs(index_dir(StageContext(config, Path(config.run.dir))))
+    r = config.retrieval
+    init_ray()
+    client = RetrievalClient.launch(directories, resolve_embedder(config.models.embedder).name, replicas=r.replicas,
+                                    cache_size=r.cache_size)
+    passages = sum(s["passages"] for s in client.stats[0])
+    print(f"serving {passages} passages from {len(directories)} shard(s) x {r.replicas} replica(s) "
+          f"on http://{r.host}:{r.port}/retrieve", flush=True)
+    try:
+        web.run_app(make_app(client, default_topk=r.topk), host=r.host, port=r.port, print=None)
+    finally:
+        client.close()
+    return 0

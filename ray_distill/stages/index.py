@@ -1,0 +1,158 @@
+"""Stage `index`: split the corpus into shards, embed them on Ray, build their faiss indexes.
+
+Each part resumes: the split is redone only when the corpus or shard size
+changed, a shard is embedded only when it lacks embeddings from this
+embedder, and an index is built only when the shard lacks one of this kind.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ray_distill.data.world import read_manifest
+from ray_distill.errors import ConfigError
+from ray_distill.fileio import write_json_atomic
+from ray_distill.stages.base import Stage, StageContext
+from ray_distill.stages.world import world_dir
+
+SPLIT = "split.json"
+
+
+def index_dir(ctx: StageContext) -> Path:
+    return Path(ctx.config.index.out_dir) if ctx.config.index.out_dir else ctx.run_dir / "index"
+
+
+def shard_dirs(directory: Path) -> list[Path]:
+    """The shards of a finished split, in order."""
+    split = directory / SPLIT
+    if not split.is_file():
+        raise ConfigError(f"no index at {directory}; run the index stage first")
+    return [directory / f"shard-{n:05d}" for n in range(json.loads(split.read_text())["shards"])]
+
+
+def index_kind(ctx: StageContext):
+    from ray_distill.tools.retrieval.shards import IndexKind
+
+    c = ctx.config.index
+    return IndexKind(c.kind, nlist=c.nlist, pq_m=c.pq_m, pq_bits=c.pq_bits, hnsw_m=c.hnsw_m, nprobe=c.nprobe,
+                     ef_search=c.ef_search)
+
+
+def _corpus_files(ctx: StageContext) -> list[str]:
+    patterns = ctx.config.index.corpus
+    if patterns:
+        files = []
+        for pattern in patterns:
+            matched = sorted(glob.glob(pattern))
+            if not matched:
+                raise ConfigError(f"index.corpus: nothing matches {pattern!r}")
+            files += matched
+        return files
+    manifest = read_manifest(world_dir(ctx))
+    if manifest is None:
+        raise ConfigError(f"index.corpus is empty and there is no world at {world_dir(ctx)}; "
+                          "run the world stage or set index.corpus")
+    return [str(world_dir(ctx) / f) for f in manifest["corpus"]]
+
+
+def _split(ctx: StageContext, out: Path, files: list[str]) -> dict:
+    from tqdm import tqdm
+
+    from ray_distill.tools.retrieval import read_corpus, split_corpus
+
+    stats = [Path(f).stat() for f in files]
+    wanted = {"corpus": [[f, s.st_size, s.st_mtime_ns] for f, s in zip(files, stats)],
+              "passages_per_shard": ctx.config.index.passages_per_shard}
+    split = out / SPLIT
+    if split.is_file():
+        done = json.loads(split.read_text())
+        if {k: done[k] for k in wanted} == wanted:
+            return done
+    for old in out.glob("shard-*"):  # another corpus or shard size: its shards are stale
+        shutil.rmtree(old)
+    split.unlink(missing_ok=True)
+    read = [0]
+    with tqdm(desc="split corpus", unit=" passages", disable=not ctx.progress) as bar:
+        def seen(count: int) -> None:
+            read[0] += count
+            bar.update(count)
+
+        try:
+            directories = split_corpus(read_corpus(files), out, ctx.config.index.passages_per_shard, seen)
+        except ValueError as e:  # a malformed corpus line, or an empty corpus
+            raise ConfigError(f"index: {e}") from None
+    done = {**wanted, "shards": len(directories), "passages": read[0]}
+    write_json_atomic(split, done)
+    return done
+
+
+def _indexed(directory: Path, embedder: str, kind) -> bool:
+    from ray_distill.tools.retrieval.shards import MANIFEST, ShardManifest
+
+    if not (directory / MANIFEST).is_file():
+        return False
+    manifest = ShardManifest.read(directory)
+    return manifest.embedder == embedder and manifest.kind == kind
+
+
+def _run(ctx: StageContext) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from ray_distill.distributed.cluster import init_ray
+    from ray_distill.distributed.indexing import build_indexes, embed_shard, has_embeddings
+    from ray_distill.models import resolve_embedder
+
+    out = index_dir(ctx)
+    out.mkdir(parents=True, exist_ok=True)
+    embedder = resolve_embedder(ctx.config.models.embedder).name
+    kind = index_kind(ctx)
+    timings = {}
+    start = time.perf_counter()
+    split = _split(ctx, out, _corpus_files(ctx))
+    directories = shard_dirs(out)
+    timings["split_seconds"] = round(time.perf_counter() - start, 1)
+
+    init_ray()
+    start = time.perf_counter()
+    missing = [d for d in directories if not has_embeddings(d, embedder)]
+    for directory in tqdm(missing, desc="embed shards", unit=" shard", disable=not ctx.progress):
+        embed_shard(directory, embedder, ctx.config.index.encoders, ctx.config.index.batch_size)
+    timings["embed_seconds"] = round(time.perf_counter() - start, 1)
+
+    start = time.perf_counter()
+    todo = [d for d in directories if not _indexed(d, embedder, kind)]
+    try:
+        build_indexes(todo, embedder, kind)
+    except Exception as e:  # faiss settings that do not fit the data surface from the build tasks
+        cause = getattr(e, "cause", e)
+        if isinstance(cause, ValueError):
+            raise ConfigError(f"index: {cause}") from None
+        raise
+    timings["build_seconds"] = round(time.perf_counter() - start, 1)
+    return {"out_dir": str(out), "shards": len(directories), "passages": split["passages"], "embedder": embedder,
+            "kind": kind.factory(), "embedded_shards": len(missing), "built_shards": len(todo), **timings}
+
+
+def _is_complete(ctx: StageContext) -> bool:
+    from ray_distill.models import resolve_embedder
+
+    try:
+        directories = shard_dirs(index_dir(ctx))
+    except ConfigError:
+        return False
+    embedder = resolve_embedder(ctx.config.models.embedder).name
+    return all(_indexed(d, embedder, index_kind(ctx)) for d in directories)
+
+
+STAGE = Stage(
+    name="index",
+    help="split the corpus into shards, embed them with Ray Data and build their faiss indexes",
+    inputs=("index", "models"),
+    run=_run,
+    is_complete=_is_complete,
+)

@@ -1,0 +1,100 @@
+"""The index stage (split, embed with Ray Data, build) and `ray-distill serve-retrieval`."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ray_distill.config import load_config
+from ray_distill.stages.pipeline import run_pipeline
+from ray_distill.tools.retrieval import Encoder, FaissRetriever, ShardedRetriever, read_corpus
+
+from conftest import REPO
+
+SMALL = ["world.num_passages=600", "world.num_fact_questions=12", "world.num_math_questions=4",
+         "index.passages_per_shard=250"]
+
+
+def config(run_dir, *extra):
+    return load_config(REPO / "experiments/quickstart.yaml", [f"run.dir={run_dir}", "run.stages=[world,index]", *SMALL, *extra])
+
+
+def summary(manifest):
+    return manifest["stages"]["index"]["summary"]
+
+
+def test_corpus_files_are_read_alike_from_jsonl_gzip_and_parquet(tmp_path):
+    records = [{"id": "1", "contents": "Rome\nA city."}, {"id": "2", "contents": "Nile\nA river."}]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+    pq.write_table(pa.table({"id": [1, 2], "contents": [r["contents"] for r in records]}), tmp_path / "a.parquet")
+    for name in ("a.jsonl", "a.jsonl.gz", "a.parquet"):
+        assert list(read_corpus([tmp_path / name])) == records
+    (tmp_path / "bad.jsonl").write_text(json.dumps(records[0]) + "\n{\"id\": 3}\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not a corpus record"):
+        list(read_corpus([tmp_path / "bad.jsonl"]))
+
+
+@pytest.mark.slow
+def test_index_stage_shards_embeds_and_builds_resumably(local_ray, tmp_path):
+    first = run_pipeline(config(tmp_path), progress=False)
+    done = summary(first)
+    assert (done["shards"], done["passages"], done["embedded_shards"], done["built_shards"]) == (3, 600, 3, 3)
+    shards = sorted((tmp_path / "index").glob("shard-*"))
+    encoder = Encoder("minilm-l6", device="cpu")
+    sharded = ShardedRetriever.load(shards, encoder)
+    single = FaissRetriever.from_corpus(sorted((tmp_path / "world" / "corpus").glob("*.jsonl")), encoder)
+    queries = ["a city beside a lake", "who founded the company", "the tallest mountain"]
+    assert [[h.id for h in hits] for hits in sharded.search(queries, 3)] == \
+           [[h.id for h in hits] for hits in single.search(queries, 3)]
+
+    # Another index kind reuses the embeddings; a shard whose embeddings are gone is embedded again.
+    (shards[1] / "embeddings.npy").unlink()
+    again = summary(run_pipeline(config(tmp_path, "index.kind=hnsw"), progress=False))
+    assert (again["embedded_shards"], again["built_shards"], again["kind"]) == (1, 3, "HNSW32,Flat")
+    assert ShardedRetriever.load(shards, encoder).shards[0].manifest.kind.kind == "hnsw"
+
+
+@pytest.mark.slow
+def test_serve_retrieval_answers_over_http_until_stopped(local_ray, tmp_path):
+    run_pipeline(config(tmp_path), progress=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own Ray, as a user would start it
+    server = subprocess.Popen([sys.executable, "-m", "ray_distill.cli", "serve-retrieval", "experiments/quickstart.yaml",
+                               f"run.dir={tmp_path}", *SMALL, f"retrieval.port={port}", "retrieval.topk=2"],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = ""
+        while "serving" not in banner:
+            line = server.stdout.readline()
+            assert line, "the server exited before serving"
+            banner = line
+        assert "serving 600 passages from 3 shard(s)" in banner
+        deadline = time.time() + 30
+        while True:
+            try:
+                answer = httpx.post(f"http://127.0.0.1:{port}/retrieve", json={"queries": ["a city beside a lake"]})
+                break
+            except httpx.ConnectError:
+                assert time.time() < deadline
+                time.sleep(0.2)
+        assert answer.status_code == 200
+        (hits,) = answer.json()["result"]
+        assert len(hits) == 2 and set(hits[0]) == {"id", "contents"}
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
