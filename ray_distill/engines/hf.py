@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from ray_distill.compute import run_compute
+from ray_distill.compute import default_dtype, run_compute
 from ray_distill.engines import batch_kv
 from ray_distill.engines.batch_kv import BatchKV
 from ray_distill.engines.prefix_cache import KVBlock, PrefixCache
@@ -77,18 +77,6 @@ class _Running:
     prefix: tuple[int, ...]  # the tokens `kv` shares across rows
     rows: list[_Row]
     logits: torch.Tensor  # each row's next-token logits
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 where the hardware computes it natively (GPUs, CPUs with AMX or AVX512-BF16), else float32."""
-    if device.type == "cuda":
-        return torch.bfloat16
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return torch.float32
-    return torch.bfloat16 if " amx_bf16" in flags or " avx512_bf16" in flags else torch.float32
 
 
 class HFEngine:

@@ -1,7 +1,9 @@
 """Sentence encoder for queries and passages, with the model's own prefixes.
 
 Embeddings are L2-normalised float32, so inner product is cosine similarity
-(what the paper's e5 + flat inner-product index uses).
+(what the paper's e5 + flat inner-product index uses). The model runs in
+bfloat16 where the hardware has it (see `compute.default_dtype`), where a
+vector can differ in its last bits with the batch it was computed in.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ from ray_distill.models import EmbedderSpec, resolve_embedder
 
 
 class Encoder:
-    def __init__(self, embedder: str | EmbedderSpec, device: Optional[str] = None, batch_size: int = 64):
+    def __init__(self, embedder: str | EmbedderSpec, device: Optional[str] = None, batch_size: int = 64,
+                 dtype: Optional[str] = None):
         import torch
         from sentence_transformers import SentenceTransformer
 
+        from ray_distill.compute import default_dtype
+
         self.spec = embedder if isinstance(embedder, EmbedderSpec) else resolve_embedder(embedder)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = SentenceTransformer(str(self.spec.path), device=device, local_files_only=True)
+        self.model = SentenceTransformer(str(self.spec.path), device=device, local_files_only=True,
+                                         model_kwargs={"dtype": getattr(torch, dtype) if dtype else default_dtype(device)})
         self.batch_size = batch_size
 
     @property
