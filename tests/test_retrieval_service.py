@@ -35,6 +35,10 @@ def shards(tmp_path_factory):
     return directories, ShardedRetriever.load(directories, encoder), questions
 
 
+def found_flat(found):
+    return [hits for per_call in found for hits in per_call]
+
+
 def as_tuples(found):
     # Scores are left out: a query's vector can differ in its last bits with the batch it was embedded in.
     return [[(h.id, h.contents) for h in hits] for hits in found]
@@ -43,7 +47,7 @@ def as_tuples(found):
 def test_service_answers_like_the_in_process_shards_and_batches_concurrent_callers(local_ray, shards):
     import ray
 
-    from ray_distill.distributed.retrieval import RetrievalClient
+    from ray_distill.distributed.retrieval import RetrievalClient, _hits
 
     directories, local, questions = shards
     client = RetrievalClient.launch(directories, "minilm-l6", replicas=2, router_options={"num_cpus": 0})
@@ -64,9 +68,11 @@ def test_service_answers_like_the_in_process_shards_and_batches_concurrent_calle
         found = asyncio.run(one_query_per_call(variants))
         assert [as_tuples(f)[0] for f in found] == as_tuples(local.search(variants, k=3))
         assert batches() - before < len(variants) / 2  # concurrent callers shared batches
+        router = client.routers[0]
+        ray.get(router.search.remote(variants, 3))
         before = batches()
-        asyncio.run(one_query_per_call(variants))  # the same calls reach the same routers (an even count before)
-        assert batches() == before  # answered from the routers' caches
+        assert as_tuples(_hits(ray.get(router.search.remote(variants, 3)))) == as_tuples(found_flat(found))
+        assert batches() == before  # answered from the router's cache
     finally:
         client.close()
 

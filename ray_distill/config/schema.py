@@ -122,6 +122,7 @@ class IndexConfig:
     hnsw_m: int = _help("HNSW neighbours per node.", 32)
     ef_search: int = _help("HNSW candidates per query.", 128)
     encoders: int = _help("Encoder actors embedding at once (one GPU each when the cluster has GPUs).", 1)
+    encoder_cpus: float = _help("CPUs each encoder reserves without a GPU; it embeds with that many threads.", 1.0)
     batch_size: int = _help("Passages per embedding batch.", 256)
     out_dir: Optional[str] = _help("Where to write the shards; default `<run.dir>/index`.", None)
 
@@ -141,9 +142,14 @@ class RetrievalConfig:
     replicas: int = _help("Copies of the whole service (a router with its own shard actors).", 1)
     topk: int = _help("Passages per query when a request gives no topk.", 3)
     cache_size: int = _help("Recent (query, topk) answers kept per router.", 10_000)
+    router_cpus: float = _help("CPUs each router reserves; it embeds queries with that many threads.", 1.0)
+    shard_cpus: float = _help("CPUs each shard actor reserves; faiss searches with that many threads (at least 1).", 0.25)
 
     def problems(self) -> Problems:
         yield from _positive(self, "replicas", "topk", "cache_size")
+        for name in ("router_cpus", "shard_cpus"):
+            if getattr(self, name) < 0:
+                yield name, f"must be >= 0, got {getattr(self, name)}"
         if not 0 < self.port < 65536:
             yield "port", f"must be a TCP port, got {self.port}"
 

@@ -42,8 +42,10 @@ def has_embeddings(directory: Path, embedder: str) -> bool:
     return info.is_file() and json.loads(info.read_text())["embedder"] == embedder and (directory / EMBEDDINGS).is_file()
 
 
-def embed_shard(directory: Path, embedder: str, encoders: int = 1, batch_size: int = 256) -> int:
-    """Embed one shard's passages into `embeddings.npy`; returns the passage count."""
+def embed_shard(directory: Path, embedder: str, encoders: int = 1, batch_size: int = 256,
+                encoder_cpus: float = 1) -> int:
+    """Embed one shard's passages into `embeddings.npy`; returns the passage count. Without
+    GPUs an encoder reserves `encoder_cpus` CPUs, which Ray turns into its torch threads."""
     import pyarrow.parquet as pq
 
     count = pq.ParquetFile(directory / PASSAGES_FILE).metadata.num_rows
@@ -53,7 +55,7 @@ def embed_shard(directory: Path, embedder: str, encoders: int = 1, batch_size: i
     try:
         dataset = ray.data.read_parquet(str(directory / PASSAGES_FILE)).select_columns(["contents"]).map_batches(
             _EncodeBatch, fn_constructor_args=(embedder, batch_size), batch_size=batch_size,
-            concurrency=encoders, num_gpus=gpus, num_cpus=0 if gpus else 1)
+            compute=ray.data.ActorPoolStrategy(size=encoders), num_gpus=gpus, num_cpus=0 if gpus else encoder_cpus)
         partial = directory / (EMBEDDINGS + ".tmp")
         vectors, row = None, 0
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):

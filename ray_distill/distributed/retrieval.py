@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 import ray
 
+from ray_distill.batching import MicroBatcher
 from ray_distill.compute import run_compute
 from ray_distill.tools.retrieval.index import Hit
 from ray_distill.tools.retrieval.shards import Shard, merge_top_k
@@ -41,9 +42,11 @@ class ShardActor:
 
     def stats(self) -> dict:
         import faiss
+        import psutil
 
         return {"passages": self.shard.manifest.passages, "kind": self.shard.manifest.kind.kind,
-                "index_bytes": faiss.serialize_index(self.shard.index).nbytes}
+                "index_bytes": faiss.serialize_index(self.shard.index).nbytes,
+                "process_rss_bytes": psutil.Process().memory_info().rss}
 
 
 @ray.remote
@@ -60,9 +63,11 @@ class RetrievalRouter:
                        for d in self.shard_dirs]
         self.cache: "OrderedDict[tuple[str, int], list[tuple[str, str, float]]]" = OrderedDict()
         self.cache_size = cache_size
-        self.max_batch = max_batch
-        self._queue: Optional[asyncio.Queue] = None
-        self.batches = 0
+        self._batcher = MicroBatcher(self._answer, max_batch, weight=lambda item: len(item[0]))
+
+    @property
+    def batches(self) -> int:
+        return self._batcher.batches
 
     async def stats(self) -> list[dict]:
         """Per shard: passages, index kind and index size; also waits until every shard is loaded."""
@@ -73,15 +78,10 @@ class RetrievalRouter:
 
     async def search(self, queries: list[str], k: int) -> list[list[tuple[str, str, float]]]:
         """Per query, the top-k (id, contents, score), best first."""
-        if self._queue is None:  # needs the actor's event loop
-            self._queue = asyncio.Queue()
-            asyncio.get_running_loop().create_task(self._batches())
         results = [self._cached(q, k) for q in queries]
         missing = [q for q, r in zip(queries, results) if r is None]
         if missing:
-            future = asyncio.get_running_loop().create_future()
-            await self._queue.put((missing, k, future))
-            found = iter(await future)
+            found = iter(await self._batcher.submit((missing, k)))
             results = [r if r is not None else next(found) for r in results]
         return results
 
@@ -91,32 +91,19 @@ class RetrievalRouter:
             self.cache.move_to_end((query, k))
         return hit
 
-    async def _batches(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            size = len(batch[0][0])
-            while not self._queue.empty() and size + len(self._queue._queue[0][0]) <= self.max_batch:
-                batch.append(self._queue.get_nowait())
-                size += len(batch[-1][0])
-            try:
-                answers = await self._search_all(list(dict.fromkeys(q for queries, _, _ in batch for q in queries)),
-                                                 max(k for _, k, _ in batch))
-            except Exception as e:
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(e)
-                continue
-            for queries, k, future in batch:
-                found = [answers[q][:k] for q in queries]
-                for q, hits in zip(queries, found):
-                    self.cache[(q, k)] = hits
-                    if len(self.cache) > self.cache_size:
-                        self.cache.popitem(last=False)
-                if not future.done():
-                    future.set_result(found)
+    async def _answer(self, batch: list[tuple[list[str], int]]) -> list[list[list[tuple[str, str, float]]]]:
+        answers = await self._search_all(list(dict.fromkeys(q for queries, _ in batch for q in queries)),
+                                         max(k for _, k in batch))
+        results = []
+        for queries, k in batch:
+            results.append([answers[q][:k] for q in queries])
+            for q, hits in zip(queries, results[-1]):
+                self.cache[(q, k)] = hits
+                if len(self.cache) > self.cache_size:
+                    self.cache.popitem(last=False)
+        return results
 
     async def _search_all(self, queries: list[str], k: int) -> dict[str, list[tuple[str, str, float]]]:
-        self.batches += 1
         vectors = await run_compute(self.encoder.encode_queries, queries)
         parts = await asyncio.gather(*(self._call(i, shard.search.remote(vectors, k)) for i, shard in enumerate(self.shards)))
         # Merge by each hit's position in its shard's list, which is where its document is.
@@ -142,6 +129,9 @@ class RetrievalClient:
             raise ValueError("a retrieval client needs at least one router")
         self.routers = routers
         self._turn = itertools.cycle(range(len(routers)))
+        # Concurrent callers in this process share calls, two in flight per router.
+        self._batcher = MicroBatcher(self._send, max_batch=256, weight=lambda item: len(item[0]),
+                                     in_flight=2 * len(routers))
 
     @classmethod
     def launch(cls, shard_dirs: Sequence[str | Path], embedder: str, replicas: int = 1, *,
@@ -158,7 +148,12 @@ class RetrievalClient:
         return _hits(ray.get(self.routers[next(self._turn)].search.remote(list(queries), k)))
 
     async def asearch(self, queries: Sequence[str], k: int = 3) -> list[list[Hit]]:
-        return _hits(await self.routers[next(self._turn)].search.remote(list(queries), k))
+        return _hits(await self._batcher.submit((list(queries), k)))
+
+    async def _send(self, batch: list[tuple[list[str], int]]) -> list[list[list[tuple[str, str, float]]]]:
+        unique = list(dict.fromkeys(q for queries, _ in batch for q in queries))
+        answers = dict(zip(unique, await self.routers[next(self._turn)].search.remote(unique, max(k for _, k in batch))))
+        return [[answers[q][:k] for q in queries] for queries, k in batch]
 
     def close(self) -> None:
         for router in self.routers:

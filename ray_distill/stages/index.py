@@ -121,7 +121,8 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     start = time.perf_counter()
     missing = [d for d in directories if not has_embeddings(d, embedder)]
     for directory in tqdm(missing, desc="embed shards", unit=" shard", disable=not ctx.progress):
-        embed_shard(directory, embedder, ctx.config.index.encoders, ctx.config.index.batch_size)
+        embed_shard(directory, embedder, ctx.config.index.encoders, ctx.config.index.batch_size,
+                    ctx.config.index.encoder_cpus)
     timings["embed_seconds"] = round(time.perf_counter() - start, 1)
 
     start = time.perf_counter()
