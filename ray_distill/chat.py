@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 from typing import Optional
 
 from ray_distill.agent import Agent, AgentConfig, SAGConfig, StepRecord, retrieval_tools
@@ -12,21 +10,7 @@ from ray_distill.agent.parsing import STOP_STRINGS
 from ray_distill.config import ExperimentConfig
 from ray_distill.engines import SamplingParams
 from ray_distill.engines.spec import EngineSpec
-from ray_distill.errors import UserError
 from ray_distill.tools.sandbox import SandboxPolicy, SandboxPool
-
-
-def _corpus(config: ExperimentConfig) -> list[Path]:
-    from ray_distill.stages.pipeline import run_pipeline
-    from ray_distill.stages.world import world_dir
-
-    run_pipeline(config, ["world"], progress=True)  # a no-op when the world exists
-    from ray_distill.stages.base import StageContext
-
-    shards = sorted((world_dir(StageContext(config, Path(config.run.dir))) / "corpus").glob("part-*.jsonl"))
-    if not shards:
-        raise UserError("the world corpus is empty")
-    return shards
 
 
 def _show(step: StepRecord) -> None:
@@ -39,10 +23,9 @@ def _show(step: StepRecord) -> None:
 
 def chat(config: ExperimentConfig, question: Optional[str], backend: str, sag: int, max_steps: int,
          max_new_tokens: int) -> int:
-    from ray_distill.tools.retrieval import Encoder, FaissRetriever
+    from ray_distill.retrieval import open_retriever
 
-    print(f"indexing the world corpus with {config.models.embedder} ...", file=sys.stderr)
-    retriever = FaissRetriever.from_corpus(_corpus(config), Encoder(config.models.embedder))
+    retriever = open_retriever(config)
     engine = EngineSpec(backend, config.models.teacher).build()
     agent_config = AgentConfig(
         max_steps=max_steps,

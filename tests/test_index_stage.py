@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_distill.config import load_config
+from ray_distill.retrieval import open_retriever
 from ray_distill.stages.pipeline import run_pipeline
 from ray_distill.tools.retrieval import Encoder, ShardedRetriever, read_corpus
 
@@ -69,6 +70,8 @@ def test_index_stage_shards_embeds_and_builds_resumably(local_ray, tmp_path):
     again = summary(run_pipeline(config(tmp_path, "index.kind=hnsw"), progress=False))
     assert (again["embedded_shards"], again["built_shards"], again["kind"]) == (1, 3, "HNSW32,Flat")
     assert ShardedRetriever.load(shards, encoder).shards[0].manifest.kind.kind == "hnsw"
+    # with the index built, the agent searches its shards
+    assert isinstance(open_retriever(config(tmp_path, "index.kind=hnsw")), ShardedRetriever)
 
 
 @pytest.mark.slow
@@ -99,6 +102,10 @@ def test_serve_retrieval_answers_over_http_until_stopped(local_ray, tmp_path):
         assert answer.status_code == 200
         (hits,) = answer.json()["result"]
         assert len(hits) == 2 and set(hits[0]) == {"id", "contents"}
+        # the agent's web_search, pointed at the endpoint by config
+        agent_side = open_retriever(config(tmp_path, f"retrieval.url=http://127.0.0.1:{port}/retrieve"))
+        (found,) = agent_side.search(["a city beside a lake"], 2)
+        assert [h.id for h in found] == [h["id"] for h in hits]
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=60)

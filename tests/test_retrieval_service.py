@@ -11,7 +11,7 @@ import pytest
 from ray_distill.data.world import write_world
 from ray_distill.tools.retrieval import (Encoder, IndexKind, ShardedRetriever, build_index, read_corpus,
                                          write_passages, write_shard)
-from ray_distill.tools.retrieval.http import make_app
+from ray_distill.tools.retrieval.http import HttpRetriever, make_app
 
 pytestmark = pytest.mark.slow
 
@@ -119,11 +119,12 @@ def test_http_speaks_the_search_r1_api_and_rejects_bad_requests(shards):
                        await http.post("/retrieve", json={"queries": ["x"], "return_scores": "yes"}),
                        await http.post("/retrieve", json={"queries": ["x"], "k": 3})]
                 alive = await http.post("/retrieve", json={"queries": ["x"]})
-            return scored, plain, bad, alive
+            remote = await HttpRetriever(f"http://127.0.0.1:{port}/retrieve").asearch(questions[:2], 3)
+            return scored, plain, bad, alive, remote
         finally:
             await runner.cleanup()
 
-    scored, plain, bad, alive = asyncio.run(go())
+    scored, plain, bad, alive, remote = asyncio.run(go())
     expected = local.search(questions[:2], k=3)
     assert list(scored) == ["result"] and len(scored["result"]) == 2
     for got, hits in zip(scored["result"], expected):
@@ -135,3 +136,4 @@ def test_http_speaks_the_search_r1_api_and_rejects_bad_requests(shards):
     assert all(isinstance(r.json()["error"], str) for r in bad)
     assert "not JSON" in bad[0].json()["error"] and "unknown field" in bad[5].json()["error"]
     assert alive.status_code == 200
+    assert remote == expected  # the client side of the same API gives back the same hits

@@ -135,7 +135,13 @@ class IndexConfig:
 
 @dataclass
 class RetrievalConfig:
-    """The retrieval service over the index (`ray-distill serve-retrieval`)."""
+    """Where the agent's web_search looks, and the retrieval service (`ray-distill serve-retrieval`)."""
+
+    url: Optional[str] = _help(
+        "A Search-R1-compatible endpoint for the agent's web_search, e.g. http://host:8000/retrieve. "
+        "Default: the index stage's shards in this process if built, else the world corpus indexed in memory.",
+        None,
+    )
 
     host: str = _help("Address the HTTP API listens on (loopback by default; 0.0.0.0 exposes it).", "127.0.0.1")
     port: int = _help("Port of the HTTP API.", 8000)

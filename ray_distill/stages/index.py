@@ -139,7 +139,8 @@ def _run(ctx: StageContext) -> dict[str, Any]:
             "kind": kind.factory(), "embedded_shards": len(missing), "built_shards": len(todo), **timings}
 
 
-def _is_complete(ctx: StageContext) -> bool:
+def index_built(ctx: StageContext) -> bool:
+    """Whether the configured index exists, complete, for the configured embedder and kind."""
     from ray_distill.models import resolve_embedder
 
     try:
@@ -155,5 +156,5 @@ STAGE = Stage(
     help="split the corpus into shards, embed them with Ray Data and build their faiss indexes",
     inputs=("index", "models"),
     run=_run,
-    is_complete=_is_complete,
+    is_complete=index_built,
 )

@@ -60,3 +60,34 @@ def make_app(retriever: Retriever, default_topk: int = 3, max_queries: int = 409
     app = web.Application(client_max_size=64 << 20)
     app.add_routes([web.post("/retrieve", retrieve), web.get("/health", health)])
     return app
+
+
+class HttpRetriever:
+    """A `Retriever` over any Search-R1-compatible endpoint (this package's server, or the reference's)."""
+
+    def __init__(self, url: str, timeout: float = 30.0):
+        self.url = url
+        self.timeout = timeout
+
+    def search(self, queries, k: int = 3):
+        import httpx
+
+        return self._hits(httpx.post(self.url, json=self._body(queries, k), timeout=self.timeout))
+
+    async def asearch(self, queries, k: int = 3):
+        import httpx
+
+        async with httpx.AsyncClient(timeout=self.timeout) as client:
+            return self._hits(await client.post(self.url, json=self._body(queries, k)))
+
+    @staticmethod
+    def _body(queries, k: int) -> dict:
+        return {"queries": list(queries), "topk": k, "return_scores": True}
+
+    def _hits(self, response):
+        from ray_distill.tools.retrieval.index import Hit
+
+        if response.status_code != 200:
+            raise RuntimeError(f"retrieval at {self.url} answered {response.status_code}: {response.text[:300]}")
+        return [[Hit(str(d["document"]["id"]), d["document"]["contents"], float(d["score"])) for d in hits]
+                for hits in response.json()["result"]]
