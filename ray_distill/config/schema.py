@@ -123,7 +123,7 @@ class IndexConfig:
     ef_search: int = _help("HNSW candidates per query.", 128)
     encoders: int = _help("Encoder actors embedding at once (one GPU each when the cluster has GPUs).", 1)
     encoder_cpus: float = _help("CPUs each encoder reserves without a GPU; it embeds with that many threads.", 1.0)
-    batch_size: int = _help("Passages per embedding batch.", 256)
+    batch_size: int = _help("Passages per encoder forward pass (each gets 16 such batches, sorted by length).", 64)
     out_dir: Optional[str] = _help("Where to write the shards; default `<run.dir>/index`.", None)
 
     def problems(self) -> Problems:

@@ -53,8 +53,12 @@ def embed_shard(directory: Path, embedder: str, encoders: int = 1, batch_size: i
     context = ray.data.DataContext.get_current()
     kept, context.execution_options.preserve_order = context.execution_options.preserve_order, True
     try:
-        dataset = ray.data.read_parquet(str(directory / PASSAGES_FILE)).select_columns(["contents"]).map_batches(
-            _EncodeBatch, fn_constructor_args=(embedder, batch_size), batch_size=batch_size,
+        # Blocks of a few thousand passages: encoders share the shard, and progress is steady.
+        blocks = max(1, -(-count // (16 * batch_size)))
+        dataset = ray.data.read_parquet(str(directory / PASSAGES_FILE), override_num_blocks=blocks).select_columns(
+            ["contents"]).map_batches(
+            # Batches of 16 model batches: the encoder sorts each by length, so little is padding.
+            _EncodeBatch, fn_constructor_args=(embedder, batch_size), batch_size=16 * batch_size,
             compute=ray.data.ActorPoolStrategy(size=encoders), num_gpus=gpus, num_cpus=0 if gpus else encoder_cpus)
         partial = directory / (EMBEDDINGS + ".tmp")
         vectors, row = None, 0

@@ -81,8 +81,9 @@ def main() -> None:
     from ray_distill.distributed.retrieval import RetrievalClient
 
     # Ray gives an actor as many torch/faiss threads as CPUs it reserves: the encoders and routers
-    # (which embed) get the machine's cores, each shard one. Logical CPUs beyond the cores let
-    # them be placed; the router and the shards take turns on a batch, so they rarely overlap.
+    # (which embed) get the machine's cores, and the shards share them, as the in-process
+    # retriever uses every core for each phase. Logical CPUs beyond the cores let them all be
+    # placed; the router and the shards take turns on a batch, so they rarely overlap.
     cores = os.cpu_count()
     init_ray(num_cpus=2 * cores)
     two, one, questions = build(args.cache_dir, args.passages)
@@ -105,7 +106,7 @@ def main() -> None:
 
     for name, shards in (("1 shard", one), ("2 shards", two)):
         client = RetrievalClient.launch(shards, "minilm-l6", router_options={"num_cpus": cores},
-                                        shard_options={"num_cpus": 1})
+                                        shard_options={"num_cpus": max(1, cores // len(shards))})
         asyncio.run(closed_loop(client, [f"warm-up {i}" for i in range(64)], args.clients))
         qps, latencies = asyncio.run(closed_loop(client, queries, args.clients))
         p50, p99 = statistics.median(latencies), float(np.percentile(latencies, 99))
