@@ -11,7 +11,7 @@ from ray_distill.data.world import write_world
 from ray_distill.tools.retrieval import Encoder, FaissRetriever
 from ray_distill.tools.retrieval.index import read_corpus
 from ray_distill.tools.retrieval.shards import (IndexKind, Shard, ShardedRetriever, build_index, merge_top_k,
-                                                write_passages, write_shard)
+                                                split_corpus, write_passages, write_shard)
 
 # Recall@3 against Flat that each approximate kind must reach on the world corpus.
 RECALL_AT_3 = {
@@ -101,3 +101,25 @@ def test_merge_keeps_the_best_k_across_shards_and_skips_missing_rows():
     scores, shards, rows = merge_top_k([first, second], 3)
     assert scores.tolist() == [[pytest.approx(0.9), pytest.approx(0.7), pytest.approx(0.5)]]
     assert shards.tolist() == [[0, 1, 0]] and rows.tolist() == [[4, 1, 7]]
+
+
+def test_splitting_a_corpus_streams_it_into_shards(tmp_path):
+    import tracemalloc
+
+    import pyarrow.parquet as pq
+
+    def corpus(n):
+        return ({"id": str(i), "contents": f"Title {i}\n" + "word " * 80} for i in range(n))
+
+    def split(n, out):
+        tracemalloc.start()
+        directories = split_corpus(corpus(n), out, 10_000)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return directories, peak
+
+    _, small = split(10_000, tmp_path / "small")
+    directories, large = split(60_000, tmp_path / "large")
+    assert [pq.ParquetFile(d / "passages.parquet").metadata.num_rows for d in directories] == [10_000] * 6
+    assert pq.read_table(directories[-1] / "passages.parquet").column("id")[-1].as_py() == "59999"
+    assert large < 1.5 * small + 512 * 1024, (small, large)  # memory holds a row group, not the corpus
