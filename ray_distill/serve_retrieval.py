@@ -25,7 +25,7 @@ def serve_retrieval(config: ExperimentConfig) -> int:
     init_ray()
     client = RetrievalClient.launch(directories, resolve_embedder(config.models.embedder).name, replicas=r.replicas,
                                     router_options={"num_cpus": r.router_cpus}, cache_size=r.cache_size,
-                                    shard_options={"num_cpus": r.shard_cpus})
+                                    shard_options={"num_cpus": r.shard_cpus, "num_gpus": r.shard_gpus})
     passages = sum(s["passages"] for s in client.stats[0])
     print(f"serving {passages} passages from {len(directories)} shard(s) x {r.replicas} replica(s) "
           f"on http://{r.host}:{r.port}/retrieve", flush=True)

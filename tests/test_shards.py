@@ -34,6 +34,12 @@ def corpus(tmp_path_factory):
     return records, encoder, vectors, questions
 
 
+def faiss_has_gpus() -> bool:
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
 def write_shards(directory, records, vectors, kind, count):
     bounds = np.linspace(0, len(records), count + 1).astype(int)
     for n, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
@@ -79,6 +85,11 @@ def test_a_shard_refuses_another_embedder_and_a_changed_index(corpus, tmp_path):
     (directory / "index.faiss").write_bytes(bytes(data))
     with pytest.raises(ValueError, match="checksum"):
         Shard.load(directory, "minilm-l6")
+    data[-1] ^= 0xFF
+    (directory / "index.faiss").write_bytes(bytes(data))
+    if not faiss_has_gpus():
+        with pytest.raises(RuntimeError, match="needs faiss with GPU support"):
+            Shard.load(directory, "minilm-l6").to_gpu()
     (directory / "manifest.json").unlink()
     with pytest.raises(FileNotFoundError, match="not a complete index shard"):
         Shard.load(directory, "minilm-l6")

@@ -150,10 +150,11 @@ class RetrievalConfig:
     cache_size: int = _help("Recent (query, topk) answers kept per router.", 10_000)
     router_cpus: float = _help("CPUs each router reserves; it embeds queries with that many threads.", 1.0)
     shard_cpus: float = _help("CPUs each shard actor reserves; faiss searches with that many threads (at least 1).", 0.25)
+    shard_gpus: float = _help("GPUs each shard actor reserves; above 0 its index is searched on the GPU (faiss-gpu).", 0.0)
 
     def problems(self) -> Problems:
         yield from _positive(self, "replicas", "topk", "cache_size")
-        for name in ("router_cpus", "shard_cpus"):
+        for name in ("router_cpus", "shard_cpus", "shard_gpus"):
             if getattr(self, name) < 0:
                 yield name, f"must be >= 0, got {getattr(self, name)}"
         if not 0 < self.port < 65536:

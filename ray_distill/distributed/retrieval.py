@@ -33,6 +33,8 @@ SHARD_RESTARTS = 3
 class ShardActor:
     def __init__(self, directory: str, embedder: str):
         self.shard = Shard.load(directory, embedder)
+        if ray.get_gpu_ids():  # placed with num_gpus: search there
+            self.shard.to_gpu()
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, list[list[Optional[tuple[str, str]]]]]:
         """Scores (queries x k') and the (id, contents) of each hit (None past the shard's size)."""

@@ -195,6 +195,17 @@ class Shard:
         _set_search_parameters(index, manifest.kind)
         return cls(manifest, index, table.column("id").to_pylist(), table.column("contents").to_pylist())
 
+    def to_gpu(self) -> None:
+        """Search on this process's first visible GPU (faiss-gpu, the `gpu` extra)."""
+        import faiss
+
+        if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
+            raise RuntimeError("a GPU shard needs faiss with GPU support and a visible GPU; this faiss has "
+                               f"{faiss.get_num_gpus() if hasattr(faiss, 'get_num_gpus') else 0} GPUs "
+                               "(install the gpu extra, or set retrieval.shard_gpus=0)")
+        self._gpu_resources = faiss.StandardGpuResources()
+        self.index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self.index)
+
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows) of the top-k per query; rows index this shard (-1: none)."""
         return self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(k, self.index.ntotal))
