@@ -22,13 +22,15 @@ class MicroBatcher(Generic[T, R]):
         self.process, self.max_batch, self.weight, self.in_flight = process, max_batch, weight, in_flight
         self._queue: Optional[asyncio.Queue] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._worker: Optional[asyncio.Task] = None
+        self._tasks: set[asyncio.Task] = set()  # asyncio holds tasks weakly
         self.batches = 0  # groups processed, for tests and stats
 
     async def submit(self, item: T) -> R:
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a new event loop (e.g. another asyncio.run) gets its own worker
+        if self._loop is not loop or self._worker.done():  # a new event loop (e.g. another asyncio.run) gets its own worker
             self._loop, self._queue = loop, asyncio.Queue()
-            loop.create_task(self._run(self._queue))
+            self._worker = loop.create_task(self._run(self._queue))
         future = loop.create_future()
         self._queue.put_nowait((item, future))
         return await future
@@ -43,7 +45,8 @@ class MicroBatcher(Generic[T, R]):
                 batch.append(queue.get_nowait())
                 size += self.weight(batch[-1][0])
             task = asyncio.get_running_loop().create_task(self._finish(batch))
-            task.add_done_callback(lambda _: slots.release())
+            self._tasks.add(task)
+            task.add_done_callback(lambda done: (slots.release(), self._tasks.discard(done)))
 
     async def _finish(self, batch: list) -> None:
         self.batches += 1

@@ -11,7 +11,7 @@ from ray_distill.stages.base import StageContext
 
 
 def open_retriever(config: ExperimentConfig):
-    from ray_distill.stages.index import index_built, index_dir, shard_dirs
+    from ray_distill.stages.index import index_built, index_dir, index_kind, shard_dirs
     from ray_distill.tools.retrieval import Encoder, FaissRetriever, ShardedRetriever
     from ray_distill.tools.retrieval.http import HttpRetriever
 
@@ -19,7 +19,7 @@ def open_retriever(config: ExperimentConfig):
         return HttpRetriever(config.retrieval.url)
     ctx = StageContext(config, Path(config.run.dir))
     if index_built(ctx):
-        return ShardedRetriever.load(shard_dirs(index_dir(ctx)), Encoder(config.models.embedder))
+        return ShardedRetriever.load(shard_dirs(index_dir(ctx)), Encoder(config.models.embedder), index_kind(ctx))
     from ray_distill.stages.pipeline import run_pipeline
     from ray_distill.stages.world import world_dir
 

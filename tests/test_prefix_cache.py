@@ -55,3 +55,15 @@ def test_a_prefix_ending_inside_a_block_splits_it():
     assert episode.parent is shared and episode.span(0, 0, 6)[0].flatten().tolist() == [1, 2, 3, 4, 5, 6]
     assert cache.longest([1, 2, 3, 4, 7], limit=5) is shared  # the head is a block of its own now
     assert cache.longest([1, 2, 8], limit=3) is not None and PrefixCache(100, min_match=3).longest([1, 2, 8], 3) is None
+
+
+def test_an_episode_chain_is_evicted_newest_first_so_every_held_token_is_counted():
+    cache = PrefixCache(max_tokens=6)
+    root = block([1, 2, 3])
+    cache.add(root)
+    child = block([1, 2, 3, 4, 5], root)
+    cache.add(child)
+    cache.add(block([1, 2, 3, 4, 5, 6], child))
+    cache.add(block([9, 9]))  # 8 tokens held: the chain's newest blocks go first
+    assert cache.longest([1, 2, 3, 4, 5, 6, 7], 7) is root
+    assert cache._held == sum(len(b.tokens) - b.start for b in cache._blocks.values()) <= 6

@@ -95,6 +95,12 @@ def test_a_shard_refuses_another_embedder_and_a_changed_index(corpus, tmp_path):
         Shard.load(directory, "minilm-l6")
 
 
+def test_search_settings_are_not_build_settings():
+    assert IndexKind("ivf_flat", nprobe=1).built_as() == IndexKind("ivf_flat", nprobe=64).built_as()
+    assert IndexKind("hnsw", ef_search=16).built_as() == IndexKind("hnsw", ef_search=512).built_as()
+    assert IndexKind("ivf_flat", nlist=8).built_as() != IndexKind("ivf_flat", nlist=16).built_as()
+
+
 @pytest.mark.slow
 def test_bad_index_settings_are_explained(corpus):
     _, _, vectors, _ = corpus

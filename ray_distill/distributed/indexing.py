@@ -75,6 +75,7 @@ def embed_shard(directory: Path, embedder: str, encoders: int = 1, batch_size: i
     vectors.flush()
     dimension = vectors.shape[1]
     del vectors
+    (directory / EMBEDDINGS_INFO).unlink(missing_ok=True)  # never old info beside new vectors
     partial.rename(directory / EMBEDDINGS)
     write_json_atomic(directory / EMBEDDINGS_INFO, {"embedder": embedder, "dimension": dimension, "count": count})
     return count

@@ -24,15 +24,16 @@ import ray
 from ray_distill.batching import MicroBatcher
 from ray_distill.compute import run_compute
 from ray_distill.tools.retrieval.index import Hit
-from ray_distill.tools.retrieval.shards import Shard, merge_top_k
+from ray_distill.tools.retrieval.shards import INDEX_FILE, IndexKind, Shard, merge_top_k
 
 SHARD_RESTARTS = 3
 
 
 @ray.remote(max_restarts=SHARD_RESTARTS, max_task_retries=SHARD_RESTARTS)
 class ShardActor:
-    def __init__(self, directory: str, embedder: str):
-        self.shard = Shard.load(directory, embedder)
+    def __init__(self, directory: str, embedder: str, search: Optional[IndexKind] = None):
+        self.directory = Path(directory)
+        self.shard = Shard.load(directory, embedder, search=search)
         if ray.get_gpu_ids():  # placed with num_gpus: search there
             self.shard.to_gpu()
 
@@ -43,25 +44,24 @@ class ShardActor:
         return scores, [[(shard.ids[i], shard.contents[i]) if i >= 0 else None for i in row] for row in rows]
 
     def stats(self) -> dict:
-        import faiss
         import psutil
 
         return {"passages": self.shard.manifest.passages, "kind": self.shard.manifest.kind.kind,
-                "index_bytes": faiss.serialize_index(self.shard.index).nbytes,
+                "index_bytes": (self.directory / INDEX_FILE).stat().st_size,
                 "process_rss_bytes": psutil.Process().memory_info().rss}
 
 
 @ray.remote
 class RetrievalRouter:
     def __init__(self, shard_dirs: Sequence[str], embedder: str, cache_size: int = 10_000, max_batch: int = 256,
-                 shard_options: Optional[dict] = None):
+                 shard_options: Optional[dict] = None, search: Optional[IndexKind] = None):
         from ray_distill.tools.retrieval.encoder import Encoder
 
         if not shard_dirs:
             raise ValueError("the retrieval service needs at least one index shard")
         self.encoder = Encoder(embedder)
         self.shard_dirs = [str(d) for d in shard_dirs]
-        self.shards = [ShardActor.options(**(shard_options or {})).remote(d, self.encoder.spec.name)
+        self.shards = [ShardActor.options(**(shard_options or {})).remote(d, self.encoder.spec.name, search)
                        for d in self.shard_dirs]
         self.cache: "OrderedDict[tuple[str, int], list[tuple[str, str, float]]]" = OrderedDict()
         self.cache_size = cache_size

@@ -10,8 +10,8 @@ episode's previous prompt, which its next one extends; only the rest is
 prefilled. Decoding is our own loop rather than `model.generate`, because
 each row needs its own temperature, top-p, stop strings and random
 generator: a seeded request then gives the same samples whatever else shares
-its batch (exactly so in float32; bfloat16 rounding can differ with the
-batch's shape).
+its batch (in float32 all but always: the batch changes the order of some
+sums, rarely enough to flip a token; in bfloat16 more often).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class HFEngine:
             # The scheduler lives on the caller's event loop (a new one for every asyncio.run).
             self._loop = loop
             self._queue = asyncio.Queue()
-            self._worker = asyncio.create_task(self._serve())
+            self._worker = asyncio.create_task(self._serve(self._queue))
         sequence = _Sequence(request, loop.create_future())
         await self._queue.put(sequence)
         return await sequence.future
@@ -131,15 +131,15 @@ class HFEngine:
             self._step(running)
         return [s.completion() for s in sequences]
 
-    async def _serve(self) -> None:
+    async def _serve(self, queue: asyncio.Queue) -> None:
         running: Optional[_Running] = None
         joining: list[_Sequence] = []
         try:
             while True:
-                joining = [] if running else [await self._queue.get()]
+                joining = [] if running else [await queue.get()]
                 rows = sum(s.request.params.n for s in joining) + (len(running.rows) if running else 0)
-                while not self._queue.empty() and rows + self._queue._queue[0].request.params.n <= self.max_batch_rows:
-                    joining.append(self._queue.get_nowait())
+                while not queue.empty() and rows + queue._queue[0].request.params.n <= self.max_batch_rows:
+                    joining.append(queue.get_nowait())
                     rows += joining[-1].request.params.n
                 joining = [s for s in joining if not s.cancelled()]
                 try:
@@ -156,7 +156,7 @@ class HFEngine:
                 if running and not running.rows:
                     running = None
         finally:  # closed: nobody waits forever for a request this loop dropped
-            queued = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+            queued = [queue.get_nowait() for _ in range(queue.qsize())]
             _fail(joining + _sequences(running) + queued, RuntimeError("the hf engine was closed"))
 
     @torch.inference_mode()

@@ -51,9 +51,9 @@ class PrefixCache:
     A prompt can reuse any cached prefix of it, also one that ends inside a
     block (another episode's prompt shares the system prompt, then differs):
     the block is split there, so the shared part becomes a parent block.
-    A block whose parent was evicted keeps the parent alive (and readable)
-    until it goes too; using a block refreshes its ancestors, so parents
-    usually outlive their children."""
+    Adding or using a block refreshes its ancestors after it, so a parent is
+    always more recent than its cached children and is evicted after them:
+    the tokens counted are the tokens held."""
 
     def __init__(self, max_tokens: int, min_match: int = 1):
         self.max_tokens = max_tokens
@@ -75,12 +75,15 @@ class PrefixCache:
             best = best.parent
         if len(best.tokens) > matched:
             best = self._split(best, matched)
-        block = best
+        self._refresh(best)
+        return best
+
+    def _refresh(self, block: Optional[KVBlock]) -> None:
+        """Mark a block and its ancestors used, each more recently than its children."""
         while block is not None:
             if block.tokens in self._blocks:
                 self._blocks.move_to_end(block.tokens)
             block = block.parent
-        return best
 
     def add(self, block: KVBlock) -> None:
         size = len(block.tokens) - block.start
@@ -88,6 +91,7 @@ class PrefixCache:
             return
         self._blocks[block.tokens] = block
         self._held += size
+        self._refresh(block.parent)
         while self._held > self.max_tokens:
             _, old = self._blocks.popitem(last=False)
             self._held -= len(old.tokens) - old.start

@@ -97,7 +97,7 @@ def _indexed(directory: Path, embedder: str, kind) -> bool:
     if not (directory / MANIFEST).is_file():
         return False
     manifest = ShardManifest.read(directory)
-    return manifest.embedder == embedder and manifest.kind == kind
+    return manifest.embedder == embedder and manifest.kind.built_as() == kind.built_as()
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -42,6 +42,11 @@ class IndexKind:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown index kind {self.kind!r}; known: {', '.join(KINDS)}")
+
+    def built_as(self) -> tuple:
+        """The settings the index's contents depend on (nprobe and ef_search apply at search time)."""
+        return {"flat": ("flat",), "ivf_flat": ("ivf_flat", self.nlist), "ivf_pq": ("ivf_pq", self.nlist, self.pq_m, self.pq_bits),
+                "hnsw": ("hnsw", self.hnsw_m)}[self.kind]
 
     def factory(self) -> str:
         return {"flat": "Flat", "ivf_flat": f"IVF{self.nlist},Flat", "ivf_pq": f"IVF{self.nlist},PQ{self.pq_m}x{self.pq_bits}",
@@ -173,8 +178,10 @@ class Shard:
     contents: list[str]
 
     @classmethod
-    def load(cls, directory: str | Path, embedder: str, verify: bool = True) -> "Shard":
-        """Load a shard for queries embedded by `embedder`; refuses any mismatch."""
+    def load(cls, directory: str | Path, embedder: str, verify: bool = True,
+             search: Optional[IndexKind] = None) -> "Shard":
+        """Load a shard for queries embedded by `embedder`; refuses any mismatch. `search` gives
+        search-time settings (nprobe, ef_search) other than the ones it was built with."""
         import faiss
         import pyarrow.parquet as pq
 
@@ -192,7 +199,9 @@ class Shard:
         if index.ntotal != manifest.passages or table.num_rows != manifest.passages:
             raise ValueError(f"{directory}: the manifest says {manifest.passages} passages, the index holds "
                              f"{index.ntotal} and the passage file {table.num_rows}")
-        _set_search_parameters(index, manifest.kind)
+        if search is not None and search.built_as() != manifest.kind.built_as():
+            raise ValueError(f"{directory} holds a {manifest.kind.factory()} index, not {search.factory()}")
+        _set_search_parameters(index, search or manifest.kind)
         return cls(manifest, index, table.column("id").to_pylist(), table.column("contents").to_pylist())
 
     def to_gpu(self) -> None:
@@ -241,8 +250,8 @@ class ShardedRetriever:
         self.shards = list(shards)
 
     @classmethod
-    def load(cls, directories: Sequence[str | Path], encoder) -> "ShardedRetriever":
-        return cls(encoder, [Shard.load(d, encoder.spec.name) for d in directories])
+    def load(cls, directories: Sequence[str | Path], encoder, search: Optional[IndexKind] = None) -> "ShardedRetriever":
+        return cls(encoder, [Shard.load(d, encoder.spec.name, search=search) for d in directories])
 
     def search(self, queries: Sequence[str], k: int = 3):
         from ray_distill.tools.retrieval.index import Hit
