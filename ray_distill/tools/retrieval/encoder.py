@@ -40,8 +40,7 @@ class Encoder:
         return self._encode([self.spec.passage_prefix + p for p in passages])
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        vectors = self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32)
+        vectors = np.asarray(self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                               show_progress_bar=False), dtype=np.float32)
+        # Normalised in float32: a bfloat16 model's own normalisation leaves norms ~1e-2 off.
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
