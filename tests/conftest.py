@@ -9,6 +9,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_BENCHMARKS = REPO.parent / "shared" / "data" / "benchmarks"
 
 
+def write_shards(directory: Path, records: list[dict], vectors, kind, count: int) -> list[Path]:
+    """`count` index shards of MiniLM `vectors` over `records`, split evenly in order."""
+    import numpy as np
+
+    from ray_distill.tools.retrieval import build_index, write_passages, write_shard
+
+    bounds = np.linspace(0, len(records), count + 1).astype(int)
+    for n, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
+        write_passages(directory / f"shard-{n}", [r["id"] for r in records[lo:hi]], [r["contents"] for r in records[lo:hi]])
+        write_shard(directory / f"shard-{n}", build_index(vectors[lo:hi], kind), "minilm-l6", kind, shard=n)
+    return [directory / f"shard-{n}" for n in range(count)]
+
+
 @pytest.fixture(scope="session")
 def shared_benchmarks() -> Path:
     if not SHARED_BENCHMARKS.is_dir():

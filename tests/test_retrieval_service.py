@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from ray_distill.data.world import write_world
-from ray_distill.tools.retrieval import (Encoder, IndexKind, ShardedRetriever, build_index, read_corpus,
-                                         write_passages, write_shard)
+from ray_distill.tools.retrieval import Encoder, IndexKind, ShardedRetriever, read_corpus
 from ray_distill.tools.retrieval.http import HttpRetriever, make_app
+
+from conftest import write_shards
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +26,7 @@ def shards(tmp_path_factory):
     records = list(read_corpus(sorted((out / "corpus").glob("*.jsonl"))))
     encoder = Encoder("minilm-l6", device="cpu")
     vectors = encoder.encode_passages([r["contents"] for r in records])
-    directories = []
-    for n, (lo, hi) in enumerate([(0, 150), (150, 300)]):
-        directories.append(out / f"shard-{n}")
-        write_passages(directories[-1], [r["id"] for r in records[lo:hi]], [r["contents"] for r in records[lo:hi]])
-        write_shard(directories[-1], build_index(vectors[lo:hi], IndexKind("flat")), "minilm-l6", IndexKind("flat"), shard=n)
+    directories = write_shards(out, records, vectors, IndexKind("flat"), 2)
     questions = ["Who founded the shipping company?", "a city beside a lake", "population of the capital",
                  "when was the bridge built", "the river that flows through the town"]
     return directories, ShardedRetriever.load(directories, encoder), questions

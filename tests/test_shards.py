@@ -10,8 +10,9 @@ import pytest
 from ray_distill.data.world import write_world
 from ray_distill.tools.retrieval import Encoder, FaissRetriever
 from ray_distill.tools.retrieval.index import read_corpus
-from ray_distill.tools.retrieval.shards import (IndexKind, Shard, ShardedRetriever, build_index, merge_top_k,
-                                                split_corpus, write_passages, write_shard)
+from ray_distill.tools.retrieval.shards import IndexKind, Shard, ShardedRetriever, build_index, merge_top_k, split_corpus
+
+from conftest import write_shards
 
 # Recall@3 against Flat that each approximate kind must reach on the world corpus.
 RECALL_AT_3 = {
@@ -38,14 +39,6 @@ def faiss_has_gpus() -> bool:
     import faiss
 
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-
-
-def write_shards(directory, records, vectors, kind, count):
-    bounds = np.linspace(0, len(records), count + 1).astype(int)
-    for n, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
-        write_passages(directory / f"shard-{n}", [r["id"] for r in records[lo:hi]], [r["contents"] for r in records[lo:hi]])
-        write_shard(directory / f"shard-{n}", build_index(vectors[lo:hi], kind), "minilm-l6", kind, shard=n)
-    return [directory / f"shard-{n}" for n in range(count)]
 
 
 @pytest.mark.slow

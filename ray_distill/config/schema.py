@@ -24,10 +24,10 @@ def _help(text: str, default=None, *, factory=None):
     return field(default=default, metadata={"help": text})
 
 
-def _positive(section, *names: str) -> Problems:
+def _at_least(section, minimum: int, *names: str) -> Problems:
     for name in names:
-        if getattr(section, name) < 1:
-            yield name, f"must be >= 1, got {getattr(section, name)}"
+        if getattr(section, name) < minimum:
+            yield name, f"must be >= {minimum}, got {getattr(section, name)}"
 
 
 @dataclass
@@ -82,13 +82,10 @@ class WorldConfig:
     def problems(self) -> Problems:
         if self.num_passages < 100:
             yield "num_passages", f"must be at least 100, got {self.num_passages}"
-        for key in ("num_fact_questions", "num_math_questions"):
-            if getattr(self, key) < 0:
-                yield key, f"must be >= 0, got {getattr(self, key)}"
+        yield from _at_least(self, 0, "num_fact_questions", "num_math_questions")
         if not 0.0 <= self.test_fraction < 1.0:
             yield "test_fraction", f"must be in [0, 1), got {self.test_fraction}"
-        if self.shard_size < 1:
-            yield "shard_size", f"must be >= 1, got {self.shard_size}"
+        yield from _at_least(self, 1, "shard_size")
 
 
 @dataclass
@@ -129,8 +126,9 @@ class IndexConfig:
     def problems(self) -> Problems:
         if self.kind not in INDEX_KINDS:
             yield "kind", f"must be one of {', '.join(INDEX_KINDS)}, got {self.kind!r}"
-        yield from _positive(self, "passages_per_shard", "nlist", "nprobe", "pq_m", "pq_bits", "hnsw_m", "ef_search",
+        yield from _at_least(self, 1, "passages_per_shard", "nlist", "nprobe", "pq_m", "pq_bits", "hnsw_m", "ef_search",
                              "encoders", "batch_size")
+        yield from _at_least(self, 0, "encoder_cpus")
 
 
 @dataclass
@@ -153,10 +151,8 @@ class RetrievalConfig:
     shard_gpus: float = _help("GPUs each shard actor reserves; above 0 its index is searched on the GPU (faiss-gpu).", 0.0)
 
     def problems(self) -> Problems:
-        yield from _positive(self, "replicas", "topk", "cache_size")
-        for name in ("router_cpus", "shard_cpus", "shard_gpus"):
-            if getattr(self, name) < 0:
-                yield name, f"must be >= 0, got {getattr(self, name)}"
+        yield from _at_least(self, 1, "replicas", "topk", "cache_size")
+        yield from _at_least(self, 0, "router_cpus", "shard_cpus", "shard_gpus")
         if not 0 < self.port < 65536:
             yield "port", f"must be a TCP port, got {self.port}"
 

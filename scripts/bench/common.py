@@ -15,6 +15,17 @@ from ray_distill.tools.retrieval import Encoder, FaissRetriever
 from ray_distill.tools.sandbox import SandboxPolicy, SandboxPool
 
 
+def add_engine_args(parser) -> None:
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: the engine's choice for this hardware)")
+
+
+def hf_engine(args):
+    from ray_distill.engines.hf import HFEngine
+
+    return HFEngine(args.model, dtype=args.dtype)
+
+
 def world_questions(n: int, num_passages: int = 500) -> tuple[list[dict], FaissRetriever]:
     out = Path(tempfile.mkdtemp(prefix="ray-distill-bench-"))
     write_world(out, seed=0, num_passages=num_passages, num_fact_questions=n, num_math_questions=n,

@@ -16,25 +16,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from common import run_episodes, summary, world_questions
+from common import add_engine_args, hf_engine, run_episodes, summary, world_questions
 
 from ray_distill.agent import Agent, AgentConfig
 from ray_distill.agent.parsing import STOP_STRINGS
 from ray_distill.engines import SamplingParams
-from ray_distill.engines.hf import HFEngine
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=16)
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: the engine's choice for this hardware)")
+    add_engine_args(parser)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--max-steps", type=int, default=3)
     args = parser.parse_args()
 
     questions, retriever = world_questions(args.episodes)
-    engine = HFEngine(args.model, dtype=args.dtype)
+    engine = hf_engine(args)
     agent = Agent(engine, AgentConfig(max_steps=args.max_steps,
                                       sampling=SamplingParams(max_new_tokens=args.max_new_tokens, stop=STOP_STRINGS)))
     sequential, t_seq = asyncio.run(run_episodes(agent, questions, retriever, concurrency=1))

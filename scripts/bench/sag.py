@@ -11,25 +11,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from common import run_episodes, summary, world_questions
+from common import add_engine_args, hf_engine, run_episodes, summary, world_questions
 
 from ray_distill.agent import Agent, AgentConfig, SAGConfig
 from ray_distill.agent.parsing import STOP_STRINGS
 from ray_distill.engines import SamplingParams
-from ray_distill.engines.hf import HFEngine
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=6)
     parser.add_argument("--n", type=int, default=8)
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: the engine's choice for this hardware)")
+    add_engine_args(parser)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     args = parser.parse_args()
 
     questions, retriever = world_questions(args.episodes)
-    engine = HFEngine(args.model, dtype=args.dtype)
+    engine = hf_engine(args)
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, stop=STOP_STRINGS)
     # Episodes one at a time, so each step's cost is measured alone.
     plain = Agent(engine, AgentConfig(max_steps=2, sampling=sampling, sag=SAGConfig(n=1)))
