@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from ray_distill.engines import Completion, GenerationRequest, Sample
 
 REPO = Path(__file__).resolve().parents[1]
 # The paper-format benchmark files sit beside the checkout; tests read them in place.
@@ -20,6 +23,24 @@ def write_shards(directory: Path, records: list[dict], vectors, kind, count: int
         write_passages(directory / f"shard-{n}", [r["id"] for r in records[lo:hi]], [r["contents"] for r in records[lo:hi]])
         write_shard(directory / f"shard-{n}", build_index(vectors[lo:hi], kind), "minilm-l6", kind, shard=n)
     return [directory / f"shard-{n}" for n in range(count)]
+
+
+@dataclass
+class ScriptedEngine:
+    """Answers the k-th request with script[k] (a list of n texts)."""
+
+    script: list[list[str]]
+    model: str = "scripted"
+    requests: list[GenerationRequest] = field(default_factory=list)
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        texts = self.script[len(self.requests)]
+        self.requests.append(request)
+        assert len(texts) == request.params.n
+        return Completion([Sample(t, "stop", len(t.split())) for t in texts], prompt_tokens=10)
+
+    async def close(self) -> None:
+        pass
 
 
 @pytest.fixture(scope="session")

@@ -5,35 +5,16 @@ test_agent_integration.py."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-
 from ray_distill.agent import Agent, AgentConfig, SAGConfig, first_thought_prefix
 from ray_distill.agent.episode import chat_view
 from ray_distill.agent.prompts import STUDENT_SYSTEM_PROMPT, few_shot_messages
-from ray_distill.engines import Completion, GenerationRequest, Sample
 from ray_distill.tools.sandbox import SandboxPolicy, SandboxSession, Toolbox
+
+from conftest import ScriptedEngine
 
 
 def step(thought: str, code: str) -> str:
     return f"Thought: {thought}\nCode:\n```py\n{code}\n```"
-
-
-@dataclass
-class ScriptedEngine:
-    """Answers the k-th request with script[k] (a list of n texts)."""
-
-    script: list[list[str]]
-    model: str = "scripted"
-    requests: list[GenerationRequest] = field(default_factory=list)
-
-    async def generate(self, request: GenerationRequest) -> Completion:
-        texts = self.script[len(self.requests)]
-        self.requests.append(request)
-        assert len(texts) == request.params.n
-        return Completion([Sample(t, "stop", len(t.split())) for t in texts], prompt_tokens=10)
-
-    async def close(self) -> None:
-        pass
 
 
 async def search(name, args, kwargs):

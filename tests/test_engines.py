@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ray_distill.engines import GenerationRequest, SamplingParams
+from ray_distill.engines import ContextLengthError, GenerationRequest, SamplingParams
 from ray_distill.engines.protocol import render_prompt
 
 CHAT = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour."}]
@@ -200,7 +200,7 @@ def test_hf_a_prompt_too_long_fails_alone_and_closing_fails_what_waits(tiny_mode
                                     return_exceptions=True)
 
     error, fine = asyncio.run(mixed())
-    assert isinstance(error, ValueError) and "reads at most 64" in str(error)
+    assert isinstance(error, ContextLengthError) and "reads at most 64" in str(error)
     # the context bounds generation too
     assert fine.samples[0].finish_reason in ("eos", "length") and fine.prompt_tokens + fine.samples[0].tokens <= 64
 

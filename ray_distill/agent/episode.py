@@ -17,7 +17,7 @@ from ray_distill.agent import prompts
 from ray_distill.agent.parsing import PARSE_ERROR_HINT, STOP_STRINGS, normalise_step, parse_step
 from ray_distill.agent.records import CandidateRecord, EpisodeRecord, StepRecord
 from ray_distill.agent.sag import choose_candidate
-from ray_distill.engines.protocol import Engine, GenerationRequest, SamplingParams
+from ray_distill.engines.protocol import ContextLengthError, Engine, GenerationRequest, SamplingParams
 from ray_distill.tools.sandbox import ExecResult, Sandbox, SandboxError
 
 
@@ -95,6 +95,8 @@ class Agent:
                     break
             else:
                 await self._force_answer(record, question, session_id)
+        except ContextLengthError as e:  # the history outgrew the model: the episode ends unanswered
+            record.context_exhausted = str(e)
         except SandboxError as e:
             record.error = f"sandbox: {e}"
         except Exception as e:  # engine or tool infrastructure: retryable, never an answer

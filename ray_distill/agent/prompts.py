@@ -112,3 +112,11 @@ def final_answer_request(question: str) -> str:
         "You have used all your steps. Based on everything above, give the final answer to the task "
         f"as a short phrase or a number, with nothing else.\nTask: {question}"
     )
+
+
+COT_PROMPT_VERSION = "cot-v1"
+COT_SYSTEM_PROMPT = (
+    "Solve the task step by step. Write your reasoning first, in short paragraphs separated by blank lines. "
+    "Then give the final answer inside <answer></answer> tags, as a short phrase or a number; "
+    "for a math answer, write it in LaTeX as \\boxed{...} inside the tags."
+)

@@ -64,6 +64,7 @@ class EpisodeRecord:
     answered_by: Optional[str] = None  # "final_answer", "forced" (after max steps) or None
     forced_answer_output: Optional[str] = None
     error: Optional[str] = None  # infrastructure failure (engine, sandbox): retryable, not an answer
+    context_exhausted: Optional[str] = None  # why the history no longer fit the model (not retryable)
     seconds: float = 0.0
 
     def to_dict(self) -> dict:

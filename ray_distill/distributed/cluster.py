@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+_STARTED_LOCALLY = False
+
 
 def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, **kwargs) -> None:
     """`address` (or $RAY_ADDRESS) joins an existing cluster, e.g. under
@@ -22,3 +24,10 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, **kw
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     kwargs.setdefault("include_dashboard", False)
     ray.init(num_cpus=num_cpus, **kwargs)
+    global _STARTED_LOCALLY
+    _STARTED_LOCALLY = True
+
+
+def started_locally() -> bool:
+    """Whether this process started its own Ray (a fixed set of resources, no autoscaler)."""
+    return _STARTED_LOCALLY

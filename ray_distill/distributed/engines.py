@@ -10,6 +10,7 @@ session goes to the replica with the fewest requests in flight.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Optional
@@ -29,6 +30,9 @@ class EngineReplica:
 
     async def generate(self, request: GenerationRequest) -> Completion:
         return await self.engine.generate(request)
+
+    async def close(self) -> None:
+        await self.engine.close()
 
     async def ready(self) -> dict:
         """Where the replica landed: for logs, and for checking placement."""
@@ -96,6 +100,11 @@ class EngineRouter:
             self.in_flight[index] -= 1
 
     async def close(self) -> None:
+        # Let each engine stop its own work first (a killed actor leaves its scheduler task dangling).
+        try:
+            await asyncio.wait_for(asyncio.gather(*(h.close.remote() for h in self.replicas), return_exceptions=True), 30)
+        except asyncio.TimeoutError:
+            pass
         for handle in self.replicas:
             ray.kill(handle)
         for group in self.placement_groups:

@@ -1,5 +1,7 @@
 """LLM engines behind one protocol (see protocol.py)."""
 
-from ray_distill.engines.protocol import Completion, Engine, GenerationRequest, Sample, SamplingParams
+from ray_distill.engines.protocol import (
+    Completion, ContextLengthError, Engine, GenerationRequest, Sample, SamplingParams,
+)
 
-__all__ = ["Completion", "Engine", "GenerationRequest", "Sample", "SamplingParams"]
+__all__ = ["Completion", "ContextLengthError", "Engine", "GenerationRequest", "Sample", "SamplingParams"]

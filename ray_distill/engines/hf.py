@@ -29,7 +29,9 @@ from ray_distill.compute import default_dtype, run_compute
 from ray_distill.engines import batch_kv
 from ray_distill.engines.batch_kv import BatchKV
 from ray_distill.engines.prefix_cache import KVBlock, PrefixCache
-from ray_distill.engines.protocol import Completion, GenerationRequest, Sample, cut_at_stop, render_prompt
+from ray_distill.engines.protocol import (
+    Completion, ContextLengthError, GenerationRequest, Sample, cut_at_stop, render_prompt,
+)
 from ray_distill.models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -167,7 +169,7 @@ class HFEngine:
             text = render_prompt(self.tokenizer, sequence.request.messages, sequence.request.continue_final_message)
             sequence.prompt = self.tokenizer(text, add_special_tokens=False).input_ids
             if len(sequence.prompt) >= self.context_length:
-                sequence.error = ValueError(f"the prompt has {len(sequence.prompt)} tokens; {self.model} "
+                sequence.error = ContextLengthError(f"the prompt has {len(sequence.prompt)} tokens; {self.model} "
                                             f"reads at most {self.context_length}")
         sequences = [s for s in sequences if s.error is None]
         if not sequences:

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from typing import Optional, Protocol, Sequence, runtime_checkable
 
 
+class ContextLengthError(ValueError):
+    """The prompt does not fit the model's context: a property of the request, so retrying cannot help."""
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     n: int = 1

@@ -19,7 +19,9 @@ import time
 import uuid
 from typing import Optional
 
-from ray_distill.engines.protocol import Completion, GenerationRequest, Sample, finish_reason, render_prompt
+from ray_distill.engines.protocol import (
+    Completion, ContextLengthError, GenerationRequest, Sample, finish_reason, render_prompt,
+)
 from ray_distill.models import resolve_model
 
 
@@ -37,6 +39,7 @@ class VLLMEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.model = model
+        self.max_model_len = max_model_len
         path = str(resolve_model(model))
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         args = AsyncEngineArgs(
@@ -63,6 +66,8 @@ class VLLMEngine:
         start = time.perf_counter()
         prompt = render_prompt(self.tokenizer, request.messages, request.continue_final_message)
         ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
+        if len(ids) >= self.max_model_len:
+            raise ContextLengthError(f"the prompt has {len(ids)} tokens; {self.model} reads at most {self.max_model_len}")
         p = request.params
         params = VSamplingParams(
             n=p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_new_tokens,

@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 from ray_distill.config import ExperimentConfig
+
+
+class Services:
+    """Long-lived services (engine replicas, the retrieval service) shared by the stages of one
+    pipeline run, so that `cot` and `generate` load the teacher once; closed when the run ends."""
+
+    def __init__(self) -> None:
+        self._open: dict[Hashable, tuple[Any, Callable[[Any], None]]] = {}
+
+    def get(self, key: Hashable, start: Callable[[], Any], close: Callable[[Any], None]) -> Any:
+        if key not in self._open:
+            self._open[key] = (start(), close)
+        return self._open[key][0]
+
+    def close(self) -> None:
+        while self._open:
+            _, (service, close) = self._open.popitem()
+            close(service)
 
 
 @dataclass(frozen=True)
@@ -16,6 +34,7 @@ class StageContext:
     config: ExperimentConfig
     run_dir: Path
     progress: bool = True
+    services: Services = field(default_factory=Services, compare=False)
 
 
 @dataclass(frozen=True)

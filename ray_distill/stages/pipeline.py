@@ -48,22 +48,25 @@ def run_pipeline(
     ctx = StageContext(config=config, run_dir=run_dir, progress=progress)
     manifest = read_run_manifest(run_dir)
 
-    for name in names:
-        stage = STAGES[name]
-        fingerprint = stage.fingerprint(config)
-        done = manifest["stages"].get(name)
-        if not force and done and done["fingerprint"] == fingerprint and stage.is_complete(ctx):
-            log.info("[%s] up to date, skipped (finished %s)", name, done["finished_at"])
-            continue
-        log.info("[%s] %s", name, stage.help)
-        start = time.time()
-        summary = stage.run(ctx)
-        manifest["stages"][name] = {
-            "fingerprint": fingerprint,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "seconds": round(time.time() - start, 2),
-            "summary": summary,
-        }
-        write_json_atomic(run_dir / MANIFEST, manifest, indent=2)
-        log.info("[%s] done in %.1f s: %s", name, time.time() - start, json.dumps(summary))
+    try:
+        for name in names:
+            stage = STAGES[name]
+            fingerprint = stage.fingerprint(config)
+            done = manifest["stages"].get(name)
+            if not force and done and done["fingerprint"] == fingerprint and stage.is_complete(ctx):
+                log.info("[%s] up to date, skipped (finished %s)", name, done["finished_at"])
+                continue
+            log.info("[%s] %s", name, stage.help)
+            start = time.time()
+            summary = stage.run(ctx)
+            manifest["stages"][name] = {
+                "fingerprint": fingerprint,
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "seconds": round(time.time() - start, 2),
+                "summary": summary,
+            }
+            write_json_atomic(run_dir / MANIFEST, manifest, indent=2)
+            log.info("[%s] done in %.1f s: %s", name, time.time() - start, json.dumps(summary))
+    finally:
+        ctx.services.close()
     return manifest

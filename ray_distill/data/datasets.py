@@ -1,0 +1,46 @@
+"""Question sets by name: the generated world's splits and the paper's benchmarks.
+
+`world-fact-train`, `world-math-train`, `world-fact-test` and
+`world-math-test` are the world stage's question files; any name in
+`data.benchmarks.BENCHMARKS` (e.g. `hotpotqa-train`, `math500`) is looked up
+in the benchmarks folder. Each set has a domain, which decides how its
+answers are scored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from ray_distill.data.benchmarks import BENCHMARKS, Example, load_benchmark, load_file
+from ray_distill.errors import ConfigError
+
+WORLD_SETS = {f"world-{domain}-{split}": domain for domain in ("fact", "math") for split in ("train", "test")}
+
+
+def known_sets() -> list[str]:
+    return [*WORLD_SETS, *BENCHMARKS]
+
+
+def domain_of(name: str) -> str:
+    """"fact" or "math"."""
+    if name in WORLD_SETS:
+        return WORLD_SETS[name]
+    if name in BENCHMARKS:
+        return BENCHMARKS[name].domain
+    raise ConfigError(f"unknown question set {name!r}; known: {', '.join(known_sets())}")
+
+
+def load_examples(name: str, world_dir: Path, benchmarks_dir: Path, benchmark_files: Optional[dict] = None,
+                  limit: Optional[int] = None) -> list[Example]:
+    """The first `limit` examples of set `name` (all if None), in file order."""
+    domain_of(name)  # unknown names fail here, with the list of known ones
+    if name in WORLD_SETS:
+        _, domain, split = name.split("-")
+        path = world_dir / "questions" / f"{domain}_{split}.json"
+        if not path.is_file():
+            raise ConfigError(f"question set {name!r} needs the world stage's {path}; run `ray-distill world CONFIG`")
+        examples = load_file(path, dataset=name).examples
+    else:
+        examples = load_benchmark(name, benchmarks_dir, benchmark_files).examples
+    return examples if limit is None else examples[:limit]

@@ -1,0 +1,47 @@
+"""Which records become training data (METHOD.md stage 4), and why the others were dropped.
+
+A trajectory is kept when it is correct and none of its steps had code that
+could not be parsed; steps whose code raised are kept by default, since a
+trajectory that recovers from an error teaches the student to retry. Each
+rule is a config switch (`FilterConfig`). The first rule a record breaks is
+its drop reason, so the summary counts every dropped record once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any, Iterable, Optional
+
+from ray_distill.config.schema import FilterConfig
+
+
+def trajectory_drop_reason(row: dict, rules: FilterConfig) -> Optional[str]:
+    if row["answered_by"] is None:
+        return "no_answer"
+    if rules.require_correct and not row["correct"]:
+        return "incorrect"
+    if rules.drop_parse_errors and row["parse_errors"]:
+        return "parse_error"
+    if rules.drop_forced_answers and row["answered_by"] == "forced":
+        return "forced_answer"
+    if rules.drop_execution_errors and row["execution_errors"]:
+        return "execution_error"
+    return None
+
+
+def cot_drop_reason(row: dict, rules: FilterConfig) -> Optional[str]:
+    if not row["answer"]:
+        return "no_answer"
+    if rules.require_correct and not row["correct"]:
+        return "incorrect"
+    return None
+
+
+def verdict_summary(rows: Iterable[dict]) -> dict[str, Any]:
+    """Per question set: records, kept, and dropped counts by reason."""
+    sets: dict[str, Counter] = defaultdict(Counter)
+    for row in rows:
+        counts = sets[row["dataset"]]
+        counts["records"] += 1
+        counts["kept" if row["keep"] else f"dropped_{row['drop_reason']}"] += 1
+    return {name: dict(counts) for name, counts in sorted(sets.items())}

@@ -1,0 +1,142 @@
+"""An exactly-once store of generated records: Parquet parts plus a log of failed attempts.
+
+A record is keyed by (dataset, example_id, sample). Finished records are
+buffered and written as Parquet part files, each written to a temporary
+name and renamed into place, so a crash leaves whole parts or none: every
+key in `parts/` appears once, and a rerun does only the keys it lacks.
+Duplicates that a retried upstream task delivers twice are dropped on
+arrival. An attempt that failed for infrastructure reasons (engine,
+sandbox or retrieval errors) is not a record: it is appended to
+`failures.jsonl` and its key stays missing, to be retried.
+
+The parts are plain Parquet: `pandas.read_parquet(dir / "parts")`,
+`pyarrow.dataset.dataset(...)` and `datasets.load_dataset("parquet", ...)`
+all read them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Iterable, Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+Key = tuple[str, str, int]
+KEY_COLUMNS = ("dataset", "example_id", "sample")
+PARTS = "parts"
+FAILURES = "failures.jsonl"
+
+
+def row_key(row: dict) -> Key:
+    return (row["dataset"], row["example_id"], int(row["sample"]))
+
+
+class RecordStore:
+    def __init__(self, directory: str | Path, schema: pa.Schema, flush_every: int = 64, flush_seconds: float = 30.0):
+        missing = [c for c in KEY_COLUMNS if c not in schema.names]
+        if missing:
+            raise ValueError(f"a record schema needs the key columns {KEY_COLUMNS}; missing {missing}")
+        self.directory = Path(directory)
+        self.schema = schema
+        self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
+        (self.directory / PARTS).mkdir(parents=True, exist_ok=True)
+        for stale in (self.directory / PARTS).glob(".tmp-*"):  # a crash mid-write
+            stale.unlink()
+        self._done: set[Key] = read_stored_keys(self.directory)
+        self._buffer: list[dict] = []
+        self._last_flush = time.monotonic()
+
+    @property
+    def done(self) -> frozenset[Key]:
+        """Keys of stored records, buffered ones included."""
+        return frozenset(self._done)
+
+    def missing(self, keys: Iterable[Key]) -> list[Key]:
+        return [k for k in keys if k not in self._done]
+
+    def add(self, row: dict) -> bool:
+        """Buffer a finished record; False (and nothing stored) if its key is already there."""
+        key = row_key(row)
+        if key in self._done:
+            return False
+        self._done.add(key)
+        self._buffer.append(row)
+        if len(self._buffer) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+        return True
+
+    def add_failure(self, key: Key, attempt: int, error: str) -> None:
+        """Log a failed attempt; it is durable before this returns."""
+        line = json.dumps({"dataset": key[0], "example_id": key[1], "sample": key[2], "attempt": attempt,
+                           "error": error, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, ensure_ascii=False)
+        with open(self.directory / FAILURES, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def failures(self) -> list[dict]:
+        """Every failed attempt on record (a line torn by a crash is skipped)."""
+        path = self.directory / FAILURES
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def flush(self) -> Optional[Path]:
+        """Write the buffered records as one part; returns its path (None if nothing was buffered)."""
+        self._last_flush = time.monotonic()
+        if not self._buffer:
+            return None
+        table = pa.Table.from_pylist(self._buffer, schema=self.schema)
+        name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = self.directory / PARTS / f".tmp-{name}"
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.directory / PARTS / name)
+        self._buffer = []
+        return self.directory / PARTS / name
+
+    def read(self, columns: Optional[list[str]] = None) -> pa.Table:
+        """Every stored record (buffered ones are not included until flushed)."""
+        if not part_files(self.directory):
+            empty = self.schema.empty_table()
+            return empty.select(columns) if columns else empty
+        return read_records(self.directory, columns)
+
+    def __enter__(self) -> "RecordStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
+
+
+def part_files(directory: str | Path) -> list[Path]:
+    return sorted((Path(directory) / PARTS).glob("part-*.parquet"))
+
+
+def read_stored_keys(directory: str | Path) -> set[Key]:
+    keys: set[Key] = set()
+    for path in part_files(directory):
+        table = pq.read_table(path, columns=list(KEY_COLUMNS))
+        keys.update(zip(*(table.column(c).to_pylist() for c in KEY_COLUMNS)))
+    return keys
+
+
+def read_records(directory: str | Path, columns: Optional[list[str]] = None) -> pa.Table:
+    """The records of a store directory, without opening it for writing (FileNotFoundError if it has none)."""
+    files = part_files(directory)
+    if not files:
+        raise FileNotFoundError(f"no records in {Path(directory) / PARTS}")
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])

@@ -1,0 +1,134 @@
+"""Stage `filter`: score the teacher's records again with the configured scoring, and choose
+the training data (METHOD.md stage 4).
+
+Writes, per FTP setting, `trajectories.parquet` (every trajectory with
+`correct`, `judge_correct`, `keep` and `drop_reason`) and, when the `cot`
+stage ran, `cot.parquet` (the CoT baseline's data, same columns), plus
+`summary.json` with kept and dropped counts by question set and reason.
+The stage reruns whenever the records it read have changed.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pyarrow as pa
+
+from ray_distill.errors import UserError
+from ray_distill.fileio import write_json_atomic
+from ray_distill.stages.base import Stage, StageContext
+
+SOURCE = "source.json"
+
+
+def filter_dir(ctx: StageContext) -> Path:
+    return ctx.run_dir / "filter" / ("ftp" if ctx.config.generate.ftp else "no-ftp")
+
+
+def _sources(ctx: StageContext) -> dict[str, Any]:
+    """The record stores this filter reads, with their part files (parts only ever get added)."""
+    from ray_distill.generation.store import part_files
+    from ray_distill.stages.cot import cot_dir
+    from ray_distill.stages.generate import generate_dir
+
+    stores = {"trajectories": generate_dir(ctx), "cot": cot_dir(ctx)}
+    return {name: {"dir": str(d), "parts": [p.name for p in part_files(d)]} for name, d in stores.items()}
+
+
+def _rescore(rows: list[dict], answer_field: str, ctx: StageContext) -> None:
+    from ray_distill.scoring import score_answer
+
+    s = ctx.config.scoring
+
+    def score(row):
+        return score_answer(row["domain"], row[answer_field], row["gold"], row["aliases"] or (),
+                            rel_tol=s.rel_tol, timeout=s.math_timeout)
+
+    # Threads suffice: each symbolic check runs in its own process.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for row, result in zip(rows, pool.map(score, rows)):
+            row.update(correct=result.correct, exact_match=result.exact_match, f1=result.f1,
+                       score_method=result.method, judge_correct=None)
+
+
+def _judge(rows: list[dict], answer_field: str, ctx: StageContext) -> int:
+    """The LLM judge's verdict replaces exact match on fact questions; returns the engine calls made."""
+    import asyncio
+
+    from ray_distill.scoring.judge import Judge
+    from ray_distill.stages.rollouts import engine_replicas
+
+    fact = [row for row in rows if row["domain"] == "fact"]
+    if not fact:
+        return 0
+    if ctx.config.scoring.judge != ctx.config.models.teacher:
+        ctx.services.close()  # the teacher's replicas would hold the resources the judge needs
+    judge = Judge(engine_replicas(ctx, ctx.config.teacher_engine, ctx.config.scoring.judge),
+                  ctx.run_dir / "filter" / "judge_cache.jsonl")
+    verdicts = asyncio.run(judge.judge_all([(r["question"], r[answer_field], r["gold"]) for r in fact]))
+    for row, verdict in zip(fact, verdicts):
+        row.update(judge_correct=verdict, correct=verdict, score_method="judge")
+    return judge.asked
+
+
+def _filter(ctx: StageContext, source: dict, answer_field: str, drop_reason: Callable[[dict, Any], Optional[str]],
+            schema: pa.Schema, out: Path) -> dict[str, Any]:
+    from ray_distill.generation.filtering import verdict_summary
+    from ray_distill.generation.records import VERDICT_FIELDS
+    from ray_distill.generation.store import read_records
+
+    rows = read_records(source["dir"]).to_pylist()
+    _rescore(rows, answer_field, ctx)
+    asked = _judge(rows, answer_field, ctx) if ctx.config.scoring.judge else 0
+    for row in rows:
+        reason = drop_reason(row, ctx.config.filter)
+        row.update(keep=reason is None, drop_reason=reason)
+    schema = pa.schema([*schema, *(pa.field(n, t) for n, t in VERDICT_FIELDS)])
+    _write_parquet_atomic(pa.Table.from_pylist(rows, schema=schema), out)
+    return {"file": str(out), "records": len(rows), "kept": sum(r["keep"] for r in rows), "judge_calls": asked,
+            "by_set": verdict_summary(rows)}
+
+
+def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    import os
+
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _run(ctx: StageContext) -> dict[str, Any]:
+    from ray_distill.generation.filtering import cot_drop_reason, trajectory_drop_reason
+    from ray_distill.generation.records import COT_SCHEMA, TRAJECTORY_SCHEMA
+
+    sources = _sources(ctx)
+    if not sources["trajectories"]["parts"]:
+        raise UserError(f"no trajectories at {sources['trajectories']['dir']}; run `ray-distill generate CONFIG` first")
+    out = filter_dir(ctx)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"trajectories": _filter(ctx, sources["trajectories"], "final_answer", trajectory_drop_reason,
+                                       TRAJECTORY_SCHEMA, out / "trajectories.parquet")}
+    if sources["cot"]["parts"]:
+        summary["cot"] = _filter(ctx, sources["cot"], "answer", cot_drop_reason, COT_SCHEMA, out / "cot.parquet")
+    write_json_atomic(out / "summary.json", summary, indent=2)
+    write_json_atomic(out / SOURCE, sources, indent=2)  # last: it marks the outputs complete
+    return summary
+
+
+def _is_complete(ctx: StageContext) -> bool:
+    path = filter_dir(ctx) / SOURCE
+    return path.is_file() and json.loads(path.read_text()) == _sources(ctx)
+
+
+STAGE = Stage(
+    name="filter",
+    help="score the teacher's records and keep the correct trajectories without parse errors (training data)",
+    inputs=("models", "questions", "generate", "cot", "retrieval", "index", "scoring", "filter"),
+    run=_run,
+    is_complete=_is_complete,
+)

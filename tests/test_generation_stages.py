@@ -1,0 +1,148 @@
+"""The cot, generate and filter stages for real, small: a generated world, a sharded index
+served by Ray, the tiny model behind engine replicas, rollout workers in a Ray Data pipeline,
+real sandboxes. And the crash test: kill the generation job part way, rerun, nothing lost or doubled."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ray_distill.agent import first_thought_prefix
+from ray_distill.config import load_config
+from ray_distill.generation.store import read_records
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS_PER_SET = 4
+
+
+def write_config(tmp_path: Path, **sections) -> Path:
+    config = {
+        "run": {"name": "gen", "dir": str(tmp_path / "run"), "stages": ["world", "index", "cot", "generate", "filter"]},
+        "models": {"teacher": "tiny-random"},
+        "world": {"num_passages": 200, "num_fact_questions": 8, "num_math_questions": 8},
+        "index": {"passages_per_shard": 100},
+        "retrieval": {"router_cpus": 0, "shard_cpus": 0},  # the job's own Ray has only this machine's 2 CPUs
+        "questions": {"limit": QUESTIONS_PER_SET},
+        "teacher_engine": {"dtype": "float32"},
+        "cot": {"max_new_tokens": 24},
+        "generate": {"max_steps": 2, "max_new_tokens": 24},
+        "rollout": {"episodes_in_flight": 4, "flush_every": 1, "warm_sandboxes": 2},
+    }
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def expected_keys() -> set:
+    return {(f"world-{kind}-train", f"{kind}-{n:06d}", 0) for kind in ("fact", "math") for n in range(QUESTIONS_PER_SET)}
+
+
+def keys(table) -> list:
+    return list(zip(table.column("dataset").to_pylist(), table.column("example_id").to_pylist(),
+                    table.column("sample").to_pylist()))
+
+
+def test_cot_generate_filter_run_through_ray_and_a_rerun_skips_them(tmp_path, local_ray):
+    from ray_distill.stages.base import StageContext
+    from ray_distill.stages.cot import cot_dir
+    from ray_distill.stages.filter import filter_dir
+    from ray_distill.stages.generate import generate_dir
+    from ray_distill.stages.pipeline import run_pipeline
+
+    config = load_config(write_config(tmp_path))
+    manifest = run_pipeline(config, progress=False)
+    ctx = StageContext(config, Path(config.run.dir))
+
+    cot = read_records(cot_dir(ctx))
+    trajectories = read_records(generate_dir(ctx))
+    assert Counter(keys(cot)) == Counter(keys(trajectories)) == Counter(expected_keys())  # each key exactly once
+    # FTP: every episode started from the first paragraph of the teacher's CoT answer to the same question
+    responses = {(r["dataset"], r["example_id"]): r["response"] for r in cot.to_pylist()}
+    for record in trajectories.to_pylist():
+        response = responses[(record["dataset"], record["example_id"])]
+        assert record["ftp_prefix"] == (first_thought_prefix(response) if response.strip() else None)
+        assert record["model"] == "tiny-random" and json.loads(record["sampling"])["max_new_tokens"] == 24
+        assert 1 <= record["num_steps"] <= 2 and record["steps"][0]["generation_seconds"] > 0
+        if record["ftp_prefix"]:
+            assert record["steps"][0]["model_output"].startswith(record["ftp_prefix"].rstrip())
+
+    summary = manifest["stages"]["generate"]["summary"]
+    assert summary["records"] == 8 and summary["unfinished"] == 0 and summary["items_per_second"] > 0
+    assert set(summary["by_set"]) == {"world-fact-train", "world-math-train"}
+
+    filtered = pd.read_parquet(filter_dir(ctx) / "trajectories.parquet")
+    assert len(filtered) == 8 and set(filtered.columns) >= {"keep", "drop_reason", "correct", "judge_correct"}
+    assert (filtered["keep"] == filtered["drop_reason"].isna()).all()
+    assert (filtered.loc[~filtered["correct"], "keep"] == False).all()  # noqa: E712
+    assert len(pd.read_parquet(filter_dir(ctx) / "cot.parquet")) == 8
+    report = json.loads((filter_dir(ctx) / "summary.json").read_text())
+    assert sum(s["records"] for s in report["trajectories"]["by_set"].values()) == 8
+
+    again = run_pipeline(config, progress=False)
+    for stage in ("cot", "generate", "filter"):
+        assert again["stages"][stage]["finished_at"] == manifest["stages"][stage]["finished_at"]
+
+
+def test_generate_without_cot_names_the_missing_stage(tmp_path, local_ray):
+    from ray_distill.errors import UserError
+    from ray_distill.stages.pipeline import run_pipeline
+
+    config = load_config(write_config(tmp_path, world={"num_passages": 100}, index={"passages_per_shard": 100}))
+    run_pipeline(config, ["world", "index"], progress=False)
+    with pytest.raises(UserError, match="run `ray-distill cot CONFIG` first"):
+        run_pipeline(config, ["generate"], progress=False)
+
+
+def _cli(log: Path, *args: str) -> subprocess.Popen:
+    """`ray-distill ARGS` in its own session (so it can be killed with its local Ray), output to `log`."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "ray_distill.cli", "-q", *args], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_a_generation_job_killed_part_way_resumes_with_every_key_exactly_once(tmp_path):
+    from ray_distill.stages.base import StageContext
+    from ray_distill.stages.generate import generate_dir
+
+    config_path = write_config(tmp_path, generate={"ftp": False, "max_new_tokens": 48},
+                               questions={"limit": QUESTIONS_PER_SET}, rollout={"episodes_in_flight": 2})
+    log = tmp_path / "job.log"
+    setup = _cli(log, "run", str(config_path), "run.stages=[world,index]")
+    assert setup.wait(timeout=600) == 0, log.read_text()[-3000:]
+    ctx = StageContext(load_config(config_path), tmp_path / "run")
+    parts = generate_dir(ctx) / "parts"
+
+    job = _cli(log, "generate", str(config_path))
+    deadline = time.time() + 600
+    while not list(parts.glob("part-*.parquet")) and job.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert job.poll() is None, "the job finished before it could be killed: " + log.read_text()[-3000:]
+    os.killpg(job.pid, signal.SIGKILL)  # the driver and the local Ray it started, mid-run
+    job.wait(timeout=60)
+    before = read_records(generate_dir(ctx))
+    assert 0 < before.num_rows < len(expected_keys())
+
+    rerun = _cli(log, "generate", str(config_path))
+    assert rerun.wait(timeout=600) == 0, log.read_text()[-3000:]
+    after = read_records(generate_dir(ctx))
+    assert Counter(keys(after)) == Counter(expected_keys())  # nothing lost, nothing twice
+    # what the killed run stored was kept, not redone
+    kept = {k: r for k, r in zip(keys(after), after.column("created_at").to_pylist())}
+    assert all(kept[k] == r for k, r in zip(keys(before), before.column("created_at").to_pylist()))
