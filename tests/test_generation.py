@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ray_distill.agent import Agent, AgentConfig
+from ray_distill.agent import Agent, AgentConfig, retrieval_tools
 from ray_distill.config.schema import FilterConfig
-from ray_distill.engines import SamplingParams
+from ray_distill.engines import ContextLengthError, SamplingParams
 from ray_distill.generation.driver import run_items, settings_dir, summarize
 from ray_distill.generation.filtering import cot_drop_reason, trajectory_drop_reason, verdict_summary
 from ray_distill.generation.records import COT_SCHEMA, TRAJECTORY_SCHEMA, RolloutItem
@@ -45,8 +45,7 @@ def test_store_writes_whole_parts_and_a_reopened_store_knows_its_keys(tmp_path):
         assert len(list((tmp_path / "parts").glob("part-*.parquet"))) == 1
         assert store.add(row("c"))
     reopened = RecordStore(tmp_path, SCHEMA)
-    assert reopened.done == {("d", "a", 0), ("d", "b", 0), ("d", "c", 0)}
-    assert reopened.missing([("d", "a", 0), ("d", "z", 0)]) == [("d", "z", 0)]
+    assert len(reopened) == 3 and ("d", "a", 0) in reopened and ("d", "z", 0) not in reopened
     assert not reopened.add(row("a", value="again"))  # a key is stored once
     assert sorted(pd.read_parquet(tmp_path / "parts")["example_id"]) == ["a", "b", "c"]
 
@@ -58,7 +57,7 @@ def test_a_crash_loses_only_the_unflushed_buffer_and_leaves_no_torn_part(tmp_pat
     (tmp_path / "parts" / ".tmp-part-x.parquet").write_bytes(b"PAR1 half a file")  # killed mid-write
     del store  # killed: "c" was still buffered
     reopened = RecordStore(tmp_path, SCHEMA)
-    assert reopened.done == {("d", "a", 0), ("d", "b", 0)}
+    assert len(reopened) == 2 and ("d", "c", 0) not in reopened
     assert not list((tmp_path / "parts").glob(".tmp-*"))
     assert read_records(tmp_path).num_rows == 2
 
@@ -69,7 +68,7 @@ def test_failures_are_logged_durably_and_a_torn_line_is_skipped(tmp_path):
     with open(tmp_path / "failures.jsonl", "a") as handle:
         handle.write('{"dataset": "d", "exam')  # a crash mid-line
     assert [(f["example_id"], f["attempt"], f["error"]) for f in store.failures()] == [("a", 1, "RuntimeError: engine died")]
-    assert store.done == frozenset()  # a failure is not a record
+    assert len(store) == 0  # a failure is not a record
 
 
 def test_a_store_refuses_a_schema_without_the_key():
@@ -133,11 +132,12 @@ def step(thought: str, code: str) -> str:
     return f"Thought: {thought}\nCode:\n```py\n{code}\n```"
 
 
-async def _episode_outcomes(engine, rollout_item, max_attempts=3):
-    async def search(name, args, kwargs):
-        return "Doc 1 (Title: Zed) score=0.9\nZed was born in Zedville."
+async def _zed_search(name, args, kwargs):
+    return "Doc 1 (Title: Zed) score=0.9\nZed was born in Zedville."
 
-    async with SandboxPool(SandboxPolicy(timeout_seconds=5), Toolbox(search), size=1) as pool:
+
+async def _episode_outcomes(engine, rollout_item, max_attempts=3, tools=Toolbox(_zed_search)):
+    async with SandboxPool(SandboxPolicy(timeout_seconds=5), tools, size=1) as pool:
         rollout = EpisodeRollout(Agent(engine, AgentConfig(max_steps=2)), pool, max_attempts=max_attempts)
         return await rollout(rollout_item)
 
@@ -159,6 +159,41 @@ def test_an_item_that_always_fails_yields_only_failures_never_an_answer():
     assert [type(o) for o in outcomes] == [Failure] * 3 and [o.attempt for o in outcomes] == [1, 2, 3]
 
 
+class DeadRetriever:
+    def search(self, queries, k=3):
+        raise ConnectionError("retrieval service unreachable")
+
+
+def test_a_retrieval_outage_fails_the_attempt_instead_of_becoming_an_observation_to_train_on():
+    script = ScriptedEngine([[step("Search.", "print(web_search('Zed'))")]] * 2)
+    outcomes = asyncio.run(_episode_outcomes(script, item(), max_attempts=2, tools=retrieval_tools(DeadRetriever())))
+    assert [type(o) for o in outcomes] == [Failure, Failure]
+    assert outcomes[0].error.startswith("ToolInfrastructureError: web_search: ToolUnavailable: retrieval failed: "
+                                        "ConnectionError: retrieval service unreachable")
+
+
+def test_a_bad_query_is_an_error_of_the_code_not_an_outage():
+    script = ScriptedEngine([[step("Search.", "print(web_search(''))")], [step("Answer.", "final_answer('Zedville')")]])
+    (record,) = asyncio.run(_episode_outcomes(script, item(), tools=retrieval_tools(DeadRetriever())))
+    assert record["execution_errors"] == 1 and record["correct"] is True
+
+
+class ContextFullEngine:
+    model = "full"
+
+    async def generate(self, request):
+        raise ContextLengthError("the prompt has 9000 tokens; full reads at most 8192")
+
+    async def close(self):
+        pass
+
+
+def test_an_episode_that_outgrows_the_context_is_a_record_not_a_retry():
+    (record,) = asyncio.run(_episode_outcomes(ContextFullEngine(), item()))
+    assert record["context_exhausted"].startswith("the prompt has 9000") and record["answered_by"] is None
+    assert record["correct"] is False and record["attempt"] == 1
+
+
 def test_a_wrong_answer_is_a_record_scored_incorrect_with_its_prefix_kept():
     script = ScriptedEngine([[" I should compute.\nCode:\n```py\nfinal_answer(41)\n```"]])
     outcomes = asyncio.run(_episode_outcomes(script, item(domain="math", gold="42", ftp_prefix="Thought: Add them.")))
@@ -174,6 +209,13 @@ def test_a_cot_rollout_extracts_and_scores_the_answer():
     assert record["answer"] == "42" and record["correct"] is True
     assert json.loads(record["sampling"])["temperature"] == 0.5 and engine.requests[0].params.seed == 7
     assert pa.Table.from_pylist([record], schema=COT_SCHEMA).num_rows == 1
+
+
+def test_a_cot_response_without_a_marked_answer_has_none():
+    engine = ScriptedEngine([["First, 6 times 7 is 42, and then"]])  # cut off before its answer
+    (record,) = asyncio.run(CotRollout(engine, SamplingParams(max_new_tokens=8))(item(domain="math", gold="42")))
+    assert record["answer"] is None and record["correct"] is False
+    assert cot_drop_reason(record, FilterConfig()) == "no_answer"
 
 
 # --- filter rules ----------------------------------------------------------------------------------
@@ -230,13 +272,15 @@ def test_judge_verdicts(reply, verdict):
 def test_the_judge_is_greedy_cached_and_never_asks_twice(tmp_path):
     engine = ScriptedEngine([["yes"], ["no"]])
     judge = Judge(engine, tmp_path / "cache.jsonl")
-    verdicts = asyncio.run(judge.judge_all([("Q1", "Paris", "Paris, France"), ("Q2", "Rome", "Milan"),
-                                            ("Q1", "Paris", "Paris, France"), ("Q3", "", "x")], concurrency=1))
-    assert verdicts == [True, False, True, False] and judge.asked == 2
+    # identical triples in flight at the same time share one engine call
+    verdicts = asyncio.run(judge.judge_all([("Q1", "Paris", "Paris, France"), ("Q1", "Paris", "Paris, France"),
+                                            ("Q2", "Rome", "Milan"), ("Q3", "", "x")], concurrency=4))
+    assert verdicts == [True, True, False, False] and judge.asked == 2
     assert all(r.params.temperature == 0 for r in engine.requests)
     again = Judge(ScriptedEngine([]), tmp_path / "cache.jsonl")  # a rerun reads the cache
-    again.engine.model = engine.model
     assert asyncio.run(again.judge("Q2", "Rome", "Milan")) is False and again.asked == 0
+    other = Judge(ScriptedEngine([["yes"]], model="another-judge"), tmp_path / "cache.jsonl")
+    assert asyncio.run(other.judge("Q2", "Rome", "Milan")) is True and other.asked == 1  # the cache is per judge
 
 
 def test_records_are_readable_with_plain_pyarrow(tmp_path):

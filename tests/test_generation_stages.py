@@ -14,11 +14,14 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 import yaml
 
 from ray_distill.agent import first_thought_prefix
 from ray_distill.config import load_config
+from ray_distill.fileio import write_parquet_atomic
+from ray_distill.generation.records import TRAJECTORY_SCHEMA
 from ray_distill.generation.store import read_records
 
 from conftest import REPO
@@ -96,6 +99,30 @@ def test_cot_generate_filter_run_through_ray_and_a_rerun_skips_them(tmp_path, lo
     again = run_pipeline(config, progress=False)
     for stage in ("cot", "generate", "filter"):
         assert again["stages"][stage]["finished_at"] == manifest["stages"][stage]["finished_at"]
+
+    # other agent settings or other questions: a new store, never the old records
+    other = StageContext(load_config(write_config(tmp_path, generate={"max_steps": 3})), Path(config.run.dir))
+    assert generate_dir(other) != generate_dir(ctx) and not list(generate_dir(other).glob("parts/part-*"))
+
+    # The LLM judge (here the tiny model) decides fact answers. The tiny teacher rarely answers at all,
+    # so its fact trajectories get answers: half the gold (exact match), half wrong.
+    store = generate_dir(ctx)
+    rows = read_records(store).to_pylist()
+    facts = [r for r in rows if r["domain"] == "fact"]
+    for n, r in enumerate(facts):
+        r["final_answer"] = r["gold"] if n % 2 == 0 else f"not {r['gold']}"
+    for part in store.glob("parts/part-*.parquet"):
+        part.unlink()
+    write_parquet_atomic(pa.Table.from_pylist(rows, schema=TRAJECTORY_SCHEMA), store / "parts" / "part-edited.parquet")
+    judged = load_config(write_config(tmp_path, scoring={"judge": "tiny-random"}))
+    first = run_pipeline(judged, ["filter"], progress=False)["stages"]["filter"]["summary"]
+    judged_rows = pd.read_parquet(filter_dir(ctx) / "trajectories.parquet").query("domain == 'fact'")
+    assert judged_rows["judge_correct"].notna().all() and (judged_rows["score_method"] == "judge").all()
+    assert first["judge_calls"] >= len(facts)  # every distinct fact answer was asked (CoT answers too, if any)
+    exact = judged_rows[judged_rows["final_answer"] == judged_rows["gold"]]
+    assert len(exact) == 2 and exact["correct"].all()  # the judge never overrules an exact match
+    cached = run_pipeline(judged, ["filter"], force=True, progress=False)["stages"]["filter"]["summary"]
+    assert cached["judge_calls"] == 0
 
 
 def test_generate_without_cot_names_the_missing_stage(tmp_path, local_ray):

@@ -62,6 +62,17 @@ def _observation(result: Optional[ExecResult], parse_error: Optional[str]) -> st
     return prompts.observation_message(result.stdout, result.truncated)
 
 
+class ToolInfrastructureError(RuntimeError):
+    """A tool's backend failed during the step: the episode records an infrastructure error."""
+
+
+def _check_tools(results) -> None:
+    for result in results:
+        for call in result.tool_calls:
+            if call.get("unavailable"):
+                raise ToolInfrastructureError(f"{call['name']}: {call['error']}")
+
+
 class Agent:
     def __init__(self, engine: Engine, config: AgentConfig = AgentConfig()):
         self.engine = engine
@@ -137,6 +148,7 @@ class Agent:
                     c = candidates[i]
                     c.executed, c.stdout, c.error = True, result.stdout, result.error
                     c.final_answer, c.has_final_answer = result.final_answer, result.has_final_answer
+            _check_tools(results.values())
             chosen = choose_candidate(candidates, config.sag.no_valid, rng)
             if runnable:
                 await sandbox.choose(runnable.index(chosen) if chosen in results else None)
@@ -144,6 +156,7 @@ class Agent:
         else:
             chosen = 0
             result = await sandbox.run(parsed[0].code) if parsed[0].ok else None
+            _check_tools([result] if result else [])
         execution_seconds = time.perf_counter() - t0
 
         step = parsed[chosen]

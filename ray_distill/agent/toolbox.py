@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ray_distill.tools.retrieval.index import Retriever, format_hits, search_async
-from ray_distill.tools.sandbox import Toolbox
+from ray_distill.tools.sandbox import Toolbox, ToolUnavailable
 
 
 def retrieval_tools(retriever: Retriever, k: int = 3) -> Toolbox:
@@ -18,7 +18,10 @@ def retrieval_tools(retriever: Retriever, k: int = 3) -> Toolbox:
         query = kwargs.get("query", args[0] if args else None)
         if not isinstance(query, str) or not query.strip():
             raise ValueError("web_search needs a non-empty query string")
-        (hits,) = await search_async(retriever, [query], k)
+        try:
+            (hits,) = await search_async(retriever, [query], k)
+        except Exception as e:  # the service, not the query: the episode is retried, not trained on
+            raise ToolUnavailable(f"retrieval failed: {type(e).__name__}: {e}") from e
         return format_hits(hits)
 
     return Toolbox(handle, ("web_search",))

@@ -249,7 +249,7 @@ class RolloutConfig:
     warm_sandboxes: int = _help("Sandbox sessions each worker keeps started ahead of demand.", 4)
     max_attempts: int = _help("Tries per question when the engine, a sandbox or retrieval fails.", 3)
     flush_every: int = _help("Records buffered before a Parquet part is written.", 64)
-    flush_seconds: float = _help("Longest time a finished record waits in the buffer.", 30.0)
+    flush_seconds: float = _help("A part is also written when a record arrives this long after the last write.", 30.0)
 
     def problems(self) -> Problems:
         yield from _at_least(self, 1, "workers", "episodes_in_flight", "max_attempts", "flush_every")

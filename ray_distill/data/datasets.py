@@ -9,10 +9,11 @@ answers are scored.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Optional
 
-from ray_distill.data.benchmarks import BENCHMARKS, Example, load_benchmark, load_file
+from ray_distill.data.benchmarks import BENCHMARKS, Example, find_benchmark, load_file
 from ray_distill.errors import ConfigError
 
 WORLD_SETS = {f"world-{domain}-{split}": domain for domain in ("fact", "math") for split in ("train", "test")}
@@ -31,16 +32,29 @@ def domain_of(name: str) -> str:
     raise ConfigError(f"unknown question set {name!r}; known: {', '.join(known_sets())}")
 
 
-def load_examples(name: str, world_dir: Path, benchmarks_dir: Path, benchmark_files: Optional[dict] = None,
-                  limit: Optional[int] = None) -> list[Example]:
-    """The first `limit` examples of set `name` (all if None), in file order."""
+def set_file(name: str, world_dir: Path, benchmarks_dir: Path, benchmark_files: Optional[dict] = None) -> Path:
+    """The file holding question set `name`."""
     domain_of(name)  # unknown names fail here, with the list of known ones
     if name in WORLD_SETS:
         _, domain, split = name.split("-")
         path = world_dir / "questions" / f"{domain}_{split}.json"
         if not path.is_file():
             raise ConfigError(f"question set {name!r} needs the world stage's {path}; run `ray-distill world CONFIG`")
-        examples = load_file(path, dataset=name).examples
-    else:
-        examples = load_benchmark(name, benchmarks_dir, benchmark_files).examples
+        return path
+    return find_benchmark(name, benchmarks_dir, benchmark_files)
+
+
+def load_examples(name: str, world_dir: Path, benchmarks_dir: Path, benchmark_files: Optional[dict] = None,
+                  limit: Optional[int] = None) -> list[Example]:
+    """The first `limit` examples of set `name` (all if None), in file order."""
+    examples = load_file(set_file(name, world_dir, benchmarks_dir, benchmark_files), dataset=name).examples
     return examples if limit is None else examples[:limit]
+
+
+def file_digest(path: Path) -> str:
+    """A short content hash: records made from another version of a file must not count as done."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]

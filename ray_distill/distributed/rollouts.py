@@ -40,8 +40,8 @@ class RolloutSpec:
     kind: str  # "cot" or "agent"
     engine_replicas: Sequence  # EngineReplica handles
     model: str
-    sampling: SamplingParams  # cot
-    agent: Optional[AgentConfig] = None  # agent
+    sampling: Optional[SamplingParams] = None  # cot
+    agent: Optional[AgentConfig] = None  # agent (its own sampling settings)
     retrieval_routers: Sequence = ()  # RetrievalRouter handles (agent), or:
     retrieval_url: Optional[str] = None  # a Search-R1 endpoint
     topk: int = 3
@@ -90,8 +90,12 @@ class RolloutWorker:
         rollout = await self._ready()
 
         async def one(text: str) -> list[Outcome]:
+            item = RolloutItem.from_json(text)
             async with self._gate:
-                return await rollout(RolloutItem.from_json(text))
+                try:
+                    return await rollout(item)
+                except Exception as e:  # a bug on one item must not fail its batch (and the dataset)
+                    return [Failure(item.key, 0, f"{type(e).__name__}: {e}")]
 
         results = await asyncio.gather(*(one(str(text)) for text in batch["item"]))
         return {"outcome": [encode(o) for outcomes in results for o in outcomes]}

@@ -41,11 +41,13 @@ def run_items(items: Sequence[RolloutItem], store: RecordStore,
     """Run the items whose keys the store lacks and store their outcomes; returns run counts."""
     from tqdm import tqdm
 
-    todo = [item for item in items if item.key not in store.done]
+    todo = [item for item in items if item.key not in store]
     counts: Counter = Counter()
     tokens = correct = 0
     last_failure: dict[tuple, str] = {}
-    outcomes = stream(todo) if todo else iter(())  # starts the services; the clock starts once they are up
+    # Starts the engine and retrieval services; the clock starts once they are up (the rollout
+    # workers' own start-up, sandboxes included, is timed).
+    outcomes = stream(todo) if todo else iter(())
     start = time.perf_counter()
     with store, tqdm(total=len(todo), desc=desc, unit=" ep", disable=not progress or not todo,
                      mininterval=1.0, dynamic_ncols=True) as bar:
@@ -67,9 +69,9 @@ def run_items(items: Sequence[RolloutItem], store: RecordStore,
                                 f"acc {correct / counts['stored']:.2f}, failed tries {counts['failed_attempts']}",
                                 refresh=False)
     seconds = time.perf_counter() - start
-    unfinished = [item.key for item in todo if item.key not in store.done]
+    unfinished = [item.key for item in todo if item.key not in store]
     if unfinished:
-        reasons = Counter(_error_kind(last_failure.get(k, "no outcome")) for k in unfinished)
+        reasons = Counter(error_kind(last_failure.get(k, "no outcome")) for k in unfinished)
         log.warning("%d of %d items failed every attempt and stay missing (a rerun retries them): %s; see %s",
                     len(unfinished), len(todo), dict(reasons), store.directory / "failures.jsonl")
     return {"ran": len(todo), "stored": counts["stored"], "unfinished": len(unfinished),
@@ -79,14 +81,18 @@ def run_items(items: Sequence[RolloutItem], store: RecordStore,
             "tokens_per_second": round(tokens / seconds, 1) if todo and seconds > 0 else None}
 
 
-def _error_kind(error: str) -> str:
+def error_kind(error: str) -> str:
+    """"ToolUnavailable: retrieval failed: ..." -> "ToolUnavailable"."""
     return error.split(":", 1)[0].strip() or "error"
+
+
+SUMMARY_COLUMNS = ("dataset", "correct", "answered_by", "parse_errors", "execution_errors", "num_steps",
+                   "context_exhausted")
 
 
 def summarize(table: pa.Table) -> dict[str, Any]:
     """Counts and accuracy per question set, plus the error kinds seen in trajectories."""
-    rows = table.select([c for c in ("dataset", "correct", "answered_by", "parse_errors", "execution_errors",
-                                     "num_steps", "context_exhausted") if c in table.column_names]).to_pylist()
+    rows = table.select([c for c in SUMMARY_COLUMNS if c in table.column_names]).to_pylist()
     by_set: dict[str, Counter] = defaultdict(Counter)
     for row in rows:
         c = by_set[row["dataset"]]

@@ -68,7 +68,7 @@ MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 TRAJECTORY_SCHEMA = pa.schema([
     *_ITEM_FIELDS,
     ("model", pa.string()), ("prompt_version", pa.string()), ("sampling", pa.string()), ("sag", pa.string()),
-    ("ftp_prefix", pa.string()),
+    ("seed", pa.int64()), ("ftp_prefix", pa.string()),
     ("messages", pa.list_(MESSAGE_TYPE)), ("steps", pa.list_(STEP_TYPE)),
     ("final_answer", pa.string()), ("answered_by", pa.string()), ("forced_answer_output", pa.string()),
     ("context_exhausted", pa.string()),

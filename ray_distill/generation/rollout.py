@@ -16,13 +16,13 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, replace
-from typing import Optional, Protocol, Union
+from typing import Optional, Union
 
 from ray_distill.agent import Agent, prompts
 from ray_distill.engines.protocol import ContextLengthError, Engine, GenerationRequest, SamplingParams
 from ray_distill.generation.records import RolloutItem, episode_row, item_row, run_fields
 from ray_distill.generation.store import Key
-from ray_distill.scoring import extract_answer, score_answer
+from ray_distill.scoring import extract_answer, extract_boxed, score_answer
 from ray_distill.tools.sandbox import SandboxPool
 
 
@@ -34,10 +34,6 @@ class Failure:
 
 
 Outcome = Union[dict, Failure]  # a finished record (a row of the stage's schema) or a failed attempt
-
-
-class Rollout(Protocol):
-    async def __call__(self, item: RolloutItem) -> list[Outcome]: ...
 
 
 @dataclass(frozen=True)
@@ -53,29 +49,35 @@ class Scoring:
                 "score_method": score.method}
 
 
-async def _attempts(item: RolloutItem, max_attempts: int, attempt_once) -> list[Outcome]:
-    """Call `attempt_once(attempt)` until it returns a record; it returns an error string on failure."""
-    outcomes: list[Outcome] = []
-    for attempt in range(1, max_attempts + 1):
-        result = await attempt_once(attempt)
-        if isinstance(result, dict):
-            outcomes.append(result)
-            break
-        outcomes.append(Failure(item.key, attempt, result))
-    return outcomes
+class Rollout:
+    """Tries an item up to `max_attempts` times: the outcomes are a Failure per failed try, then the
+    record if a try succeeded. `_attempt` returns the record, or the error of a failed try."""
 
-
-class EpisodeRollout:
-    """A CodeAct episode per item (with the item's FTP prefix, if any) in a fresh sandbox session."""
-
-    def __init__(self, agent: Agent, sandboxes: SandboxPool, scoring: Scoring = Scoring(), max_attempts: int = 3):
-        self.agent = agent
-        self.sandboxes = sandboxes
+    def __init__(self, scoring: Scoring, max_attempts: int):
         self.scoring = scoring
         self.max_attempts = max_attempts
 
     async def __call__(self, item: RolloutItem) -> list[Outcome]:
-        return await _attempts(item, self.max_attempts, lambda attempt: self._attempt(item, attempt))
+        outcomes: list[Outcome] = []
+        for attempt in range(1, self.max_attempts + 1):
+            result = await self._attempt(item, attempt)
+            if isinstance(result, dict):
+                outcomes.append(result)
+                break
+            outcomes.append(Failure(item.key, attempt, result))
+        return outcomes
+
+    async def _attempt(self, item: RolloutItem, attempt: int) -> Union[dict, str]:
+        raise NotImplementedError
+
+
+class EpisodeRollout(Rollout):
+    """A CodeAct episode per item (with the item's FTP prefix, if any) in a fresh sandbox session."""
+
+    def __init__(self, agent: Agent, sandboxes: SandboxPool, scoring: Scoring = Scoring(), max_attempts: int = 3):
+        super().__init__(scoring, max_attempts)
+        self.agent = agent
+        self.sandboxes = sandboxes
 
     async def _attempt(self, item: RolloutItem, attempt: int) -> Union[dict, str]:
         start = time.perf_counter()
@@ -87,23 +89,19 @@ class EpisodeRollout:
             return f"{type(e).__name__}: {e}"
         if record.error is not None:
             return record.error
-        return {**episode_row(item, record), **await self.scoring.score(item, record.final_answer),
+        return {**episode_row(item, record), "seed": item.seed, **await self.scoring.score(item, record.final_answer),
                 **run_fields(attempt, time.perf_counter() - start)}
 
 
-class CotRollout:
+class CotRollout(Rollout):
     """The teacher's plain chain-of-thought answer to each item (METHOD.md stage 1)."""
 
     def __init__(self, engine: Engine, sampling: SamplingParams, scoring: Scoring = Scoring(), max_attempts: int = 3,
                  system_prompt: str = prompts.COT_SYSTEM_PROMPT):
+        super().__init__(scoring, max_attempts)
         self.engine = engine
         self.sampling = sampling
-        self.scoring = scoring
-        self.max_attempts = max_attempts
         self.system_prompt = system_prompt
-
-    async def __call__(self, item: RolloutItem) -> list[Outcome]:
-        return await _attempts(item, self.max_attempts, lambda attempt: self._attempt(item, attempt))
 
     async def _attempt(self, item: RolloutItem, attempt: int) -> Union[dict, str]:
         params = replace(self.sampling, seed=item.seed,
@@ -119,7 +117,9 @@ class CotRollout:
             response, finish, tokens, prompt_tokens = "", f"context: {e}", 0, 0
         except Exception as e:
             return f"{type(e).__name__}: {e}"
-        answer = extract_answer(response) if response.strip() else None
+        # Only a marked answer counts: a chain of thought cut off mid-way has none.
+        marked = "</answer>" in response or extract_boxed(response) is not None
+        answer = extract_answer(response) if marked else None
         return {
             **item_row(item), "model": self.engine.model, "prompt_version": prompts.COT_PROMPT_VERSION,
             "sampling": json.dumps({"temperature": params.temperature, "top_p": params.top_p,

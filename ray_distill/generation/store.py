@@ -21,10 +21,12 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from ray_distill.fileio import write_parquet_atomic
 
 Key = tuple[str, str, int]
 KEY_COLUMNS = ("dataset", "example_id", "sample")
@@ -52,13 +54,12 @@ class RecordStore:
         self._buffer: list[dict] = []
         self._last_flush = time.monotonic()
 
-    @property
-    def done(self) -> frozenset[Key]:
-        """Keys of stored records, buffered ones included."""
-        return frozenset(self._done)
+    def __contains__(self, key: Key) -> bool:
+        """Whether a record with this key is stored (or buffered)."""
+        return key in self._done
 
-    def missing(self, keys: Iterable[Key]) -> list[Key]:
-        return [k for k in keys if k not in self._done]
+    def __len__(self) -> int:
+        return len(self._done)
 
     def add(self, row: dict) -> bool:
         """Buffer a finished record; False (and nothing stored) if its key is already there."""
@@ -98,15 +99,10 @@ class RecordStore:
         self._last_flush = time.monotonic()
         if not self._buffer:
             return None
-        table = pa.Table.from_pylist(self._buffer, schema=self.schema)
-        name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.directory / PARTS / f".tmp-{name}"
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.directory / PARTS / name)
+        path = self.directory / PARTS / f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
+        write_parquet_atomic(pa.Table.from_pylist(self._buffer, schema=self.schema), path)
         self._buffer = []
-        return self.directory / PARTS / name
+        return path
 
     def read(self, columns: Optional[list[str]] = None) -> pa.Table:
         """Every stored record (buffered ones are not included until flushed)."""

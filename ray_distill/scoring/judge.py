@@ -46,6 +46,7 @@ class Judge:
         self.cache_path = Path(cache_path)
         self.max_new_tokens = max_new_tokens
         self.cache: dict[str, bool] = {}
+        self._asking: dict[str, asyncio.Future] = {}  # identical triples in flight share one call
         self.asked = 0  # engine calls made (the rest came from the cache)
         if self.cache_path.is_file():
             for line in self.cache_path.read_text(encoding="utf-8").splitlines():
@@ -63,14 +64,22 @@ class Judge:
         if not answer or not answer.strip():
             return False
         key = self._key(question, answer, gold)
-        if key not in self.cache:
-            completion = await self.engine.generate(GenerationRequest(
-                judge_messages(question, answer, gold),
-                SamplingParams(temperature=0.0, max_new_tokens=self.max_new_tokens)))
-            self.asked += 1
-            reply = completion.texts[0]
-            self.cache[key] = parse_verdict(reply)
-            self._append({"key": key, "correct": self.cache[key], "reply": reply})
+        if key in self.cache:
+            return self.cache[key]
+        if key not in self._asking:
+            self._asking[key] = asyncio.ensure_future(self._ask(key, question, answer, gold))
+        try:
+            return await asyncio.shield(self._asking[key])
+        finally:
+            self._asking.pop(key, None)
+
+    async def _ask(self, key: str, question: str, answer: str, gold: str) -> bool:
+        completion = await self.engine.generate(GenerationRequest(
+            judge_messages(question, answer, gold), SamplingParams(temperature=0.0, max_new_tokens=self.max_new_tokens)))
+        self.asked += 1
+        reply = completion.texts[0]
+        self.cache[key] = parse_verdict(reply)
+        self._append({"key": key, "correct": self.cache[key], "reply": reply})
         return self.cache[key]
 
     async def judge_all(self, triples: Sequence[tuple[str, Optional[str], str]], concurrency: int = 64) -> list[bool]:

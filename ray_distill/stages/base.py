@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable
@@ -25,8 +26,11 @@ class Services:
 
     def close(self) -> None:
         while self._open:
-            _, (service, close) = self._open.popitem()
-            close(service)
+            key, (service, close) = self._open.popitem()
+            try:
+                close(service)
+            except Exception:  # the others must still be closed
+                logging.getLogger(__name__).exception("closing %s failed", key)
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ def cot_dir(ctx: StageContext) -> Path:
     """The store of this config's CoT responses (one directory per teacher and CoT settings)."""
     from ray_distill.generation.driver import settings_dir
 
+    from ray_distill.stages.rollouts import source_settings
+
     return settings_dir(ctx.run_dir / "cot", {"model": ctx.config.models.teacher,
                                               "prompt_version": prompts.COT_PROMPT_VERSION,
-                                              "cot": asdict(ctx.config.cot)})
+                                              "cot": asdict(ctx.config.cot), **source_settings(ctx)})
 
 
 def cot_items(ctx: StageContext) -> list[RolloutItem]:

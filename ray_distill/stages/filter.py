@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 import pyarrow as pa
 
 from ray_distill.errors import UserError
-from ray_distill.fileio import write_json_atomic
+from ray_distill.fileio import write_json_atomic, write_parquet_atomic
 from ray_distill.stages.base import Stage, StageContext
 
 SOURCE = "source.json"
@@ -38,6 +38,13 @@ def _sources(ctx: StageContext) -> dict[str, Any]:
     return {name: {"dir": str(d), "parts": [p.name for p in part_files(d)]} for name, d in stores.items()}
 
 
+def _rows(source: dict, keys: set) -> list[dict]:
+    """The records of the configured questions (a store may also hold questions no longer configured)."""
+    from ray_distill.generation.store import read_records, row_key
+
+    return [row for row in read_records(source["dir"]).to_pylist() if row_key(row) in keys]
+
+
 def _rescore(rows: list[dict], answer_field: str, ctx: StageContext) -> None:
     from ray_distill.scoring import score_answer
 
@@ -54,67 +61,65 @@ def _rescore(rows: list[dict], answer_field: str, ctx: StageContext) -> None:
                        score_method=result.method, judge_correct=None)
 
 
-def _judge(rows: list[dict], answer_field: str, ctx: StageContext) -> int:
-    """The LLM judge's verdict replaces exact match on fact questions; returns the engine calls made."""
+def _judge(tables: list[tuple[list[dict], str]], ctx: StageContext) -> int:
+    """The LLM judge's verdict on fact answers (an exact match, aliases included, stays correct);
+    returns the engine calls made."""
     import asyncio
 
     from ray_distill.scoring.judge import Judge
     from ray_distill.stages.rollouts import engine_replicas
 
-    fact = [row for row in rows if row["domain"] == "fact"]
-    if not fact:
+    asks = [(row, field) for rows, field in tables for row in rows if row["domain"] == "fact"]
+    if not asks:
         return 0
     if ctx.config.scoring.judge != ctx.config.models.teacher:
         ctx.services.close()  # the teacher's replicas would hold the resources the judge needs
     judge = Judge(engine_replicas(ctx, ctx.config.teacher_engine, ctx.config.scoring.judge),
                   ctx.run_dir / "filter" / "judge_cache.jsonl")
-    verdicts = asyncio.run(judge.judge_all([(r["question"], r[answer_field], r["gold"]) for r in fact]))
-    for row, verdict in zip(fact, verdicts):
-        row.update(judge_correct=verdict, correct=verdict, score_method="judge")
+    verdicts = asyncio.run(judge.judge_all([(row["question"], row[field], row["gold"]) for row, field in asks]))
+    for (row, _), verdict in zip(asks, verdicts):
+        row.update(judge_correct=verdict, correct=bool(verdict or row["exact_match"] == 1.0), score_method="judge")
     return judge.asked
 
 
-def _filter(ctx: StageContext, source: dict, answer_field: str, drop_reason: Callable[[dict, Any], Optional[str]],
-            schema: pa.Schema, out: Path) -> dict[str, Any]:
+def _write(rows: list[dict], drop_reason: Callable[[dict, Any], Optional[str]], ctx: StageContext,
+           schema: pa.Schema, out: Path) -> dict[str, Any]:
     from ray_distill.generation.filtering import verdict_summary
     from ray_distill.generation.records import VERDICT_FIELDS
-    from ray_distill.generation.store import read_records
 
-    rows = read_records(source["dir"]).to_pylist()
-    _rescore(rows, answer_field, ctx)
-    asked = _judge(rows, answer_field, ctx) if ctx.config.scoring.judge else 0
     for row in rows:
         reason = drop_reason(row, ctx.config.filter)
         row.update(keep=reason is None, drop_reason=reason)
     schema = pa.schema([*schema, *(pa.field(n, t) for n, t in VERDICT_FIELDS)])
-    _write_parquet_atomic(pa.Table.from_pylist(rows, schema=schema), out)
-    return {"file": str(out), "records": len(rows), "kept": sum(r["keep"] for r in rows), "judge_calls": asked,
+    write_parquet_atomic(pa.Table.from_pylist(rows, schema=schema), out)
+    return {"file": str(out), "records": len(rows), "kept": sum(r["keep"] for r in rows),
             "by_set": verdict_summary(rows)}
-
-
-def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    import os
-
-    import pyarrow.parquet as pq
-
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
     from ray_distill.generation.filtering import cot_drop_reason, trajectory_drop_reason
     from ray_distill.generation.records import COT_SCHEMA, TRAJECTORY_SCHEMA
+    from ray_distill.stages.cot import cot_items
+    from ray_distill.stages.generate import generate_items
 
     sources = _sources(ctx)
     if not sources["trajectories"]["parts"]:
         raise UserError(f"no trajectories at {sources['trajectories']['dir']}; run `ray-distill generate CONFIG` first")
     out = filter_dir(ctx)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"trajectories": _filter(ctx, sources["trajectories"], "final_answer", trajectory_drop_reason,
-                                       TRAJECTORY_SCHEMA, out / "trajectories.parquet")}
+    trajectories = _rows(sources["trajectories"], {i.key for i in generate_items(ctx, check_prefixes=False)})
+    cot = _rows(sources["cot"], {i.key for i in cot_items(ctx)}) if sources["cot"]["parts"] else []
+    tables = [(trajectories, "final_answer"), (cot, "answer")]
+    for rows, field in tables:
+        _rescore(rows, field, ctx)
+    asked = _judge(tables, ctx) if ctx.config.scoring.judge else 0
+    summary = {"judge_calls": asked,
+               "trajectories": _write(trajectories, trajectory_drop_reason, ctx, TRAJECTORY_SCHEMA,
+                                      out / "trajectories.parquet")}
     if sources["cot"]["parts"]:
-        summary["cot"] = _filter(ctx, sources["cot"], "answer", cot_drop_reason, COT_SCHEMA, out / "cot.parquet")
+        summary["cot"] = _write(cot, cot_drop_reason, ctx, COT_SCHEMA, out / "cot.parquet")
+    else:
+        (out / "cot.parquet").unlink(missing_ok=True)  # from a run whose CoT settings no longer apply
     write_json_atomic(out / "summary.json", summary, indent=2)
     write_json_atomic(out / SOURCE, sources, indent=2)  # last: it marks the outputs complete
     return summary

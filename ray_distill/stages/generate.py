@@ -22,13 +22,15 @@ def generate_dir(ctx: StageContext) -> Path:
     """The store of this config's trajectories: one directory per teacher, agent settings, FTP source and retrieval."""
     from ray_distill.generation.driver import settings_dir
     from ray_distill.stages.cot import cot_dir
-    from ray_distill.stages.rollouts import retrieval_settings
+    from ray_distill.stages.rollouts import retrieval_settings, source_settings
 
     g = ctx.config.generate
     tag = "ftp" if g.ftp else "no-ftp"
+    settings = {k: v for k, v in asdict(g).items() if k != "samples"}  # more samples add keys to the same store
     return settings_dir(ctx.run_dir / "generate" / tag, {
-        "model": ctx.config.models.teacher, "prompt_version": prompts.PROMPT_VERSION, "generate": asdict(g),
-        "ftp_source": cot_dir(ctx).name if g.ftp else None, "retrieval": retrieval_settings(ctx)})
+        "model": ctx.config.models.teacher, "prompt_version": prompts.PROMPT_VERSION, "generate": settings,
+        "ftp_source": cot_dir(ctx).name if g.ftp else None, "retrieval": retrieval_settings(ctx),
+        **source_settings(ctx)})
 
 
 def ftp_prefixes(ctx: StageContext) -> dict[tuple[str, str], Optional[str]]:
@@ -47,6 +49,7 @@ def ftp_prefixes(ctx: StageContext) -> dict[tuple[str, str], Optional[str]]:
 
 
 def generate_items(ctx: StageContext, check_prefixes: bool = True) -> list[RolloutItem]:
+    from ray_distill.stages.cot import cot_dir
     from ray_distill.stages.rollouts import train_items
 
     g = ctx.config.generate
@@ -56,7 +59,8 @@ def generate_items(ctx: StageContext, check_prefixes: bool = True) -> list[Rollo
         missing = {item.key[:2] for item in items} - prefixes.keys()
         if missing:
             raise UserError(f"generate.ftp needs the teacher's CoT responses, and {len(missing)} question(s) have none; "
-                            "run `ray-distill cot CONFIG` first (or set generate.ftp=false)")
+                            "run `ray-distill cot CONFIG` first, or again if its questions failed every try "
+                            f"(see {cot_dir(ctx) / 'failures.jsonl'}); or set generate.ftp=false")
     return items
 
 
@@ -79,7 +83,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     r = ctx.config.rollout
     items = generate_items(ctx)
     store = RecordStore(generate_dir(ctx), TRAJECTORY_SCHEMA, r.flush_every, r.flush_seconds)
-    fields = {"kind": "agent", "sampling": agent_config(ctx).sampling, "agent": agent_config(ctx)}
+    fields = {"kind": "agent", "agent": agent_config(ctx)}
     run = run_rollouts(ctx, items, store, fields, desc="generate")
     return {**store_summary(store, run), "ftp": ctx.config.generate.ftp}
 

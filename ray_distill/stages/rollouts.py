@@ -36,6 +36,18 @@ def train_items(ctx: StageContext, samples: int, seed: int,
     return items
 
 
+def source_settings(ctx: StageContext) -> dict[str, Any]:
+    """What shapes a generation store's records besides the stage's own settings: the question
+    files (by content) and how the teacher is served (backend, dtype, options; not its replicas).
+    Adding a question set or editing its file therefore starts a new store."""
+    from ray_distill.data.datasets import file_digest, set_file
+
+    c = ctx.config
+    files = {name: file_digest(set_file(name, world_dir(ctx), default_data_dir(c.benchmarks.data_dir),
+                                        c.benchmarks.files)) for name in c.questions.train}
+    return {"questions": files, "engine": repr(engine_spec(c.teacher_engine, c.models.teacher))}
+
+
 def engine_spec(engine: EngineConfig, model: str):
     from ray_distill.engines.spec import EngineSpec
 
@@ -82,7 +94,9 @@ def check_capacity(ctx: StageContext, with_retrieval: bool) -> None:
         return
     c = ctx.config
     e, r, q = c.teacher_engine, c.rollout, c.retrieval
-    plan = {"teacher_engine.replicas x cpus_per_replica": (e.replicas * e.cpus_per_replica, e.replicas * e.gpus_per_replica),
+    # A tensor-parallel replica reserves its CPUs once per GPU (one placement group bundle each).
+    plan = {"teacher_engine.replicas x cpus_per_replica (x gpus_per_replica above 1)":
+            (e.replicas * e.cpus_per_replica * max(1, e.gpus_per_replica), e.replicas * e.gpus_per_replica),
             "rollout.workers x worker_cpus": (r.workers * r.worker_cpus, 0.0)}
     if with_retrieval and not q.url:
         from ray_distill.stages.index import index_dir, shard_dirs
@@ -159,11 +173,13 @@ def run_rollouts(ctx: StageContext, items: list[RolloutItem], store, spec_fields
 
 
 def store_summary(store, run: dict[str, Any]) -> dict[str, Any]:
+    """The stage summary: where the records are, this run's counts, accuracy per set, failed tries by kind."""
     from collections import Counter
 
-    from ray_distill.generation.driver import summarize
+    from ray_distill.generation.driver import SUMMARY_COLUMNS, error_kind, summarize
 
-    failures = Counter(f["error"].split(":", 1)[0] for f in store.failures())
-    return {"dir": str(store.directory), "records": len(store.done), **run, "by_set": summarize(store.read()),
-            "failure_kinds": dict(failures)}
+    columns = [c for c in SUMMARY_COLUMNS if c in store.schema.names]
+    failures = Counter(error_kind(f["error"]) for f in store.failures())
+    return {"dir": str(store.directory), "records": len(store), **run, "by_set": summarize(store.read(columns)),
+            "failed_tries_by_kind": dict(failures)}
 

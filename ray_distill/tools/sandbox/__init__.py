@@ -2,6 +2,8 @@
 
 from ray_distill.tools.sandbox.policy import PAPER_IMPORTS, SandboxPolicy
 from ray_distill.tools.sandbox.pool import SandboxPool
-from ray_distill.tools.sandbox.session import ExecResult, Sandbox, SandboxError, SandboxSession, Toolbox, ToolHandler
+from ray_distill.tools.sandbox.session import (
+    ExecResult, Sandbox, SandboxError, SandboxSession, Toolbox, ToolHandler, ToolUnavailable,
+)
 
-__all__ = ["PAPER_IMPORTS", "ExecResult", "Sandbox", "SandboxError", "SandboxPolicy", "SandboxPool", "SandboxSession", "ToolHandler", "Toolbox"]
+__all__ = ["PAPER_IMPORTS", "ExecResult", "Sandbox", "SandboxError", "SandboxPolicy", "SandboxPool", "SandboxSession", "ToolHandler", "ToolUnavailable", "Toolbox"]

@@ -53,6 +53,12 @@ class SandboxError(RuntimeError):
     """The sandbox process itself failed (not the user's code): the session is gone."""
 
 
+class ToolUnavailable(RuntimeError):
+    """A tool's backend failed (a dead retrieval service, a timeout), not the code's call of it.
+    The code still sees the error, and the call is marked `unavailable` so the episode can be
+    retried instead of trained on."""
+
+
 @dataclass
 class ExecResult:
     stdout: str
@@ -203,6 +209,8 @@ class SandboxSession:
                 reply["value"] = await self.toolbox.handler(message["name"], message["args"], message["kwargs"])
             except Exception as e:  # the tool's failure is the code's observation
                 reply["error"] = f"{type(e).__name__}: {e}"
+                if isinstance(e, ToolUnavailable):
+                    record["unavailable"] = True
         record["error" if "error" in reply else "value"] = reply.get("error", reply.get("value"))
         if self.alive:
             self._send(reply)
