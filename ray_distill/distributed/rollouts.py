@@ -59,6 +59,17 @@ class RolloutWorker:
         self.spec = spec
         self._rollout = None
         self._gate: Optional[asyncio.Semaphore] = None
+        self._pool: Optional[SandboxPool] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+
+    def __del__(self) -> None:
+        # Ray Data drops a finished pipeline's UDFs (a killed actor skips this; the sandboxes then
+        # exit when their pipes close, and the next session start removes their leftovers).
+        if self._pool is not None and self._loop is not None and self._loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self._pool.close(), self._loop).result(timeout=30)
+            except Exception:
+                pass
 
     async def _ready(self):
         # Built on first use: the sandbox pool and the semaphore belong to Ray Data's UDF event loop.
@@ -71,10 +82,11 @@ class RolloutWorker:
             if spec.kind == "cot":
                 self._rollout = CotRollout(engine, spec.sampling, spec.scoring, spec.max_attempts)
             else:
-                pool = SandboxPool(spec.sandbox_policy, retrieval_tools(self._retriever(), spec.topk),
-                                   size=spec.warm_sandboxes)
-                await pool.__aenter__()
-                self._rollout = EpisodeRollout(Agent(engine, spec.agent), pool, spec.scoring, spec.max_attempts)
+                self._loop = asyncio.get_running_loop()
+                self._pool = SandboxPool(spec.sandbox_policy, retrieval_tools(self._retriever(), spec.topk),
+                                         size=spec.warm_sandboxes)
+                await self._pool.__aenter__()
+                self._rollout = EpisodeRollout(Agent(engine, spec.agent), self._pool, spec.scoring, spec.max_attempts)
         return self._rollout
 
     def _retriever(self):

@@ -39,6 +39,7 @@ def config_for(run_dir: Path, backend: str, args):
         f"teacher_engine.backend={backend}", "teacher_engine.cpus_per_replica=2",
         "generate.ftp=false", f"generate.max_steps={args.max_steps}", f"generate.max_new_tokens={args.max_new_tokens}",
         f"rollout.episodes_in_flight={args.in_flight}",
+        *(f"teacher_engine.options.{option}" for option in args.engine_option),
     ])
 
 
@@ -76,6 +77,8 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=16, help="episodes in flight in the distributed run")
     parser.add_argument("--max-steps", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--engine-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a keyword argument of the engine class, e.g. cpu_kvcache_gib=4 (vllm); repeatable")
     args = parser.parse_args()
 
     results = []
