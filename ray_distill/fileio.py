@@ -19,6 +19,28 @@ def write_parquet_atomic(table, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def append_jsonl(path: Path, entry: Any) -> None:
+    """Append one JSON line, durable before this returns (a crash can tear only the last line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """The lines `append_jsonl` wrote; a line torn by a crash is skipped."""
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
+
+
 def write_json_atomic(path: Path, payload: Any, indent: int = 1) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from typing import Optional, Union
 
@@ -41,15 +42,18 @@ class Scoring:
     rel_tol: float = 1e-4
     math_timeout: float = 5.0
 
-    async def score(self, item: RolloutItem, prediction: Optional[str]) -> dict:
-        # Symbolic checks wait on a subprocess: off the event loop, which runs other episodes.
-        score = await asyncio.to_thread(score_answer, item.domain, prediction, item.gold, item.aliases,
-                                        rel_tol=self.rel_tol, timeout=self.math_timeout)
+    def fields(self, domain: str, prediction: Optional[str], gold: str, aliases=()) -> dict:
+        """A record's score columns."""
+        score = score_answer(domain, prediction, gold, aliases, rel_tol=self.rel_tol, timeout=self.math_timeout)
         return {"correct": score.correct, "exact_match": score.exact_match, "f1": score.f1,
                 "score_method": score.method}
 
+    async def score(self, item: RolloutItem, prediction: Optional[str]) -> dict:
+        # Symbolic checks wait on a subprocess: off the event loop, which runs other episodes.
+        return await asyncio.to_thread(self.fields, item.domain, prediction, item.gold, item.aliases)
 
-class Rollout:
+
+class Rollout(ABC):
     """Tries an item up to `max_attempts` times: the outcomes are a Failure per failed try, then the
     record if a try succeeded. `_attempt` returns the record, or the error of a failed try."""
 
@@ -67,8 +71,8 @@ class Rollout:
             outcomes.append(Failure(item.key, attempt, result))
         return outcomes
 
-    async def _attempt(self, item: RolloutItem, attempt: int) -> Union[dict, str]:
-        raise NotImplementedError
+    @abstractmethod
+    async def _attempt(self, item: RolloutItem, attempt: int) -> Union[dict, str]: ...
 
 
 class EpisodeRollout(Rollout):

@@ -16,8 +16,6 @@ all read them.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ray_distill.fileio import write_parquet_atomic
+from ray_distill.fileio import append_jsonl, read_jsonl, write_parquet_atomic
 
 Key = tuple[str, str, int]
 KEY_COLUMNS = ("dataset", "example_id", "sample")
@@ -74,25 +72,13 @@ class RecordStore:
 
     def add_failure(self, key: Key, attempt: int, error: str) -> None:
         """Log a failed attempt; it is durable before this returns."""
-        line = json.dumps({"dataset": key[0], "example_id": key[1], "sample": key[2], "attempt": attempt,
-                           "error": error, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, ensure_ascii=False)
-        with open(self.directory / FAILURES, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_jsonl(self.directory / FAILURES, {"dataset": key[0], "example_id": key[1], "sample": key[2],
+                                                 "attempt": attempt, "error": error,
+                                                 "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     def failures(self) -> list[dict]:
         """Every failed attempt on record (a line torn by a crash is skipped)."""
-        path = self.directory / FAILURES
-        if not path.is_file():
-            return []
-        out = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return out
+        return read_jsonl(self.directory / FAILURES)
 
     def flush(self) -> Optional[Path]:
         """Write the buffered records as one part; returns its path (None if nothing was buffered)."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
 from ray_distill.engines.protocol import Engine, GenerationRequest, SamplingParams
+from ray_distill.fileio import append_jsonl, read_jsonl
 
 JUDGE_PROMPT_VERSION = "judge-v1"
 JUDGE_SYSTEM_PROMPT = (
@@ -48,13 +48,8 @@ class Judge:
         self.cache: dict[str, bool] = {}
         self._asking: dict[str, asyncio.Future] = {}  # identical triples in flight share one call
         self.asked = 0  # engine calls made (the rest came from the cache)
-        if self.cache_path.is_file():
-            for line in self.cache_path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:  # a line torn by a crash
-                    continue
-                self.cache[entry["key"]] = entry["correct"]
+        for entry in read_jsonl(self.cache_path):
+            self.cache[entry["key"]] = entry["correct"]
 
     def _key(self, question: str, answer: str, gold: str) -> str:
         text = json.dumps([self.engine.model, JUDGE_PROMPT_VERSION, question, answer, gold])
@@ -79,7 +74,7 @@ class Judge:
         self.asked += 1
         reply = completion.texts[0]
         self.cache[key] = parse_verdict(reply)
-        self._append({"key": key, "correct": self.cache[key], "reply": reply})
+        append_jsonl(self.cache_path, {"key": key, "correct": self.cache[key], "reply": reply})
         return self.cache[key]
 
     async def judge_all(self, triples: Sequence[tuple[str, Optional[str], str]], concurrency: int = 64) -> list[bool]:
@@ -91,10 +86,3 @@ class Judge:
                 return await self.judge(*triple)
 
         return list(await asyncio.gather(*(one(t) for t in triples)))
-
-    def _append(self, entry: dict) -> None:
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.cache_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())

@@ -46,19 +46,17 @@ def _rows(source: dict, keys: set) -> list[dict]:
 
 
 def _rescore(rows: list[dict], answer_field: str, ctx: StageContext) -> None:
-    from ray_distill.scoring import score_answer
+    from ray_distill.generation.rollout import Scoring
 
-    s = ctx.config.scoring
+    scoring = Scoring(ctx.config.scoring.rel_tol, ctx.config.scoring.math_timeout)
 
     def score(row):
-        return score_answer(row["domain"], row[answer_field], row["gold"], row["aliases"] or (),
-                            rel_tol=s.rel_tol, timeout=s.math_timeout)
+        return scoring.fields(row["domain"], row[answer_field], row["gold"], row["aliases"] or ())
 
     # Threads suffice: each symbolic check runs in its own process.
     with ThreadPoolExecutor(max_workers=8) as pool:
-        for row, result in zip(rows, pool.map(score, rows)):
-            row.update(correct=result.correct, exact_match=result.exact_match, f1=result.f1,
-                       score_method=result.method, judge_correct=None)
+        for row, fields in zip(rows, pool.map(score, rows)):
+            row.update(fields, judge_correct=None)
 
 
 def _judge(tables: list[tuple[list[dict], str]], ctx: StageContext) -> int:
