@@ -290,6 +290,93 @@ class FilterConfig:
 
 
 @dataclass
+class TrainConfig:
+    """Stage `train`: supervised fine-tuning of the student on the kept data (METHOD.md stage 5), with Ray Train
+    and DeepSpeed ZeRO."""
+
+    data: str = _help("Training data: agent (the kept teacher trajectories) or cot (the CoT-distillation baseline).",
+                      "agent")
+    max_length: int = _help("Longest example in tokens (paper: 10240 for agent data, 4096 for CoT).", 10240)
+    truncation: str = _help("A longer example is cut to max_length (truncate) or left out (drop); both are counted.",
+                            "truncate")
+    packing: bool = _help("Pack several examples into each sequence of max_length tokens (attention never crosses "
+                          "an example); off: one example per sequence, padded per micro-batch.", True)
+    epochs: int = _help("Passes over the data.", 2)
+    global_batch_size: int = _help("Sequences per optimizer step over all workers (a packed sequence holds several "
+                                   "examples); a multiple of workers x micro_batch_size.", 8)
+    micro_batch_size: int = _help("Sequences per forward pass on each worker; the rest is gradient accumulation.", 1)
+    lr: float = _help("Peak learning rate.", 2e-4)
+    schedule: str = _help("Learning-rate decay after warmup: cosine, linear or constant.", "cosine")
+    warmup_ratio: float = _help("Share of the optimizer steps spent warming the learning rate up from 0.", 0.03)
+    weight_decay: float = _help("AdamW weight decay.", 0.0)
+    max_grad_norm: float = _help("Gradient clipping by global norm (0: off).", 1.0)
+    lora: bool = _help("Train LoRA adapters (peft) instead of every weight (paper: LoRA beat full fine-tuning).", True)
+    lora_r: int = _help("LoRA rank.", 64)
+    lora_alpha: int = _help("LoRA alpha (the update is scaled by alpha / r).", 128)
+    lora_dropout: float = _help("Dropout on the LoRA path.", 0.05)
+    lora_targets: list[str] = _help("Modules that get adapters; [all-linear]: every linear layer but the output head.",
+                                    factory=lambda: ["all-linear"])
+    zero_stage: int = _help("DeepSpeed ZeRO stage: 1 (optimizer states), 2 (+ gradients) or 3 (+ weights) sharded "
+                            "over the workers.", 2)
+    offload_optimizer: bool = _help("Keep optimizer states in CPU memory (ZeRO-Offload; GPU workers).", False)
+    offload_params: bool = _help("Keep weights in CPU memory (ZeRO-3 only; GPU workers).", False)
+    dtype: Optional[str] = _help("Training precision: bfloat16 or float32; null: bfloat16 on GPUs, float32 on CPU.",
+                                 None)
+    workers: int = _help("Ray Train workers (data-parallel ranks).", 1)
+    cpus_per_worker: float = _help("CPUs each worker reserves; on CPU it computes with that many threads (at least 1). "
+                                   "Leave some CPU for Ray Data's reads.", 1.0)
+    gpus_per_worker: int = _help("GPUs each worker uses (0 or 1).", 0)
+    shuffle_buffer: int = _help("Sequences in the seeded shuffle buffer of each epoch (at least the data size: a "
+                                "full shuffle).", 100_000)
+    checkpoint_every: int = _help("Optimizer steps between checkpoints (model, optimizer and data position); the "
+                                  "last step always checkpoints.", 100)
+    keep_checkpoints: int = _help("Checkpoints kept; older ones are deleted.", 2)
+    stop_after_steps: Optional[int] = _help(
+        "End this invocation after this many optimizer steps in total (with a checkpoint); the next run resumes. "
+        "For time-sliced or preemptible jobs: the schedule still follows `epochs`.", None)
+    export: str = _help("The final model: merged (LoRA folded into the weights: a plain HF directory) or adapter "
+                        "(the peft adapter beside a pointer to the base model).", "merged")
+    seed: int = _help("Seed of the data order, LoRA initialisation and dropout.", 0)
+
+    def problems(self) -> Problems:
+        from ray_distill.training.examples import TRUNCATION_POLICIES
+
+        if self.data not in ("agent", "cot"):
+            yield "data", f"must be agent or cot, got {self.data!r}"
+        if self.truncation not in TRUNCATION_POLICIES:
+            yield "truncation", f"must be one of {', '.join(TRUNCATION_POLICIES)}, got {self.truncation!r}"
+        if self.schedule not in ("cosine", "linear", "constant"):
+            yield "schedule", f"must be cosine, linear or constant, got {self.schedule!r}"
+        if self.export not in ("merged", "adapter"):
+            yield "export", f"must be merged or adapter, got {self.export!r}"
+        if self.export == "adapter" and not self.lora:
+            yield "export", "adapter needs lora: true"
+        yield from _at_least(self, 8, "max_length")
+        yield from _at_least(self, 1, "epochs", "global_batch_size", "micro_batch_size", "lora_r", "lora_alpha",
+                             "workers", "shuffle_buffer", "checkpoint_every", "keep_checkpoints")
+        if self.zero_stage not in (1, 2, 3):
+            yield "zero_stage", f"must be 1, 2 or 3, got {self.zero_stage}"
+        if self.offload_params and self.zero_stage != 3:
+            yield "offload_params", "needs zero_stage 3"
+        if self.global_batch_size % (self.workers * self.micro_batch_size):
+            yield "global_batch_size", (f"must be a multiple of workers x micro_batch_size = "
+                                        f"{self.workers * self.micro_batch_size}, got {self.global_batch_size}")
+        if self.lr <= 0:
+            yield "lr", f"must be > 0, got {self.lr}"
+        if not 0 <= self.warmup_ratio < 1:
+            yield "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}"
+        if not 0 <= self.lora_dropout < 1:
+            yield "lora_dropout", f"must be in [0, 1), got {self.lora_dropout}"
+        yield from _at_least(self, 0, "weight_decay", "max_grad_norm", "cpus_per_worker")
+        if self.gpus_per_worker not in (0, 1):
+            yield "gpus_per_worker", f"must be 0 or 1, got {self.gpus_per_worker}"
+        if self.dtype not in (None, "float32", "bfloat16"):
+            yield "dtype", f"must be float32, bfloat16 or null, got {self.dtype!r}"
+        if self.stop_after_steps is not None and self.stop_after_steps < 1:
+            yield "stop_after_steps", f"must be >= 1 or null, got {self.stop_after_steps}"
+
+
+@dataclass
 class ExperimentConfig:
     """A whole experiment: one YAML file in experiments/."""
 
@@ -306,3 +393,4 @@ class ExperimentConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -31,3 +31,23 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, **kw
 def started_locally() -> bool:
     """Whether this process started its own Ray (a fixed set of resources, no autoscaler)."""
     return _STARTED_LOCALLY
+
+
+def require_resources(plan: dict[str, tuple[float, float]]) -> None:
+    """On a Ray this process started (fixed resources, no autoscaler), work that does not fit would
+    wait forever: `plan` maps what asks to its (CPUs, GPUs), and a shortfall is named instead.
+    A cluster with an autoscaler adds nodes."""
+    import ray
+
+    from ray_distill.errors import UserError
+
+    init_ray()
+    if not started_locally():
+        return
+    have = ray.cluster_resources()
+    for n, unit in ((0, "CPU"), (1, "GPU")):
+        wanted = sum(v[n] for v in plan.values())
+        if wanted > have.get(unit, 0) + 1e-9:
+            parts = ", ".join(f"{k} = {v[n]:g}" for k, v in plan.items() if v[n])
+            raise UserError(f"the stage needs {wanted:g} {unit}s ({parts}) but this machine's Ray has "
+                            f"{have.get(unit, 0):g}; lower those settings")

@@ -40,9 +40,11 @@ def resolve_model(name: str) -> Path:
 
 def _local_or_hub(name: str, *, kind: str, marker: str) -> Path:
     path = Path(name).expanduser()
+    # A LoRA adapter export (the `train` stage's `export: adapter`) names its base model itself.
+    markers = (marker, "adapter_config.json") if kind == "model" else (marker,)
     if path.exists():
-        if not (path / marker).is_file():
-            raise ModelNotFoundError(f"{kind} path {path} exists but holds no {marker}")
+        if not any((path / m).is_file() for m in markers):
+            raise ModelNotFoundError(f"{kind} path {path} exists but holds no {' or '.join(markers)}")
         return path
     if not _HUB_ID.match(name):
         known = ", ".join(EMBEDDED_MODELS if kind == "model" else EMBEDDERS)

@@ -1,8 +1,11 @@
 """Pipeline stages, in pipeline order."""
 
-from ray_distill.stages import cot, filter, generate, index, world
+from ray_distill.stages import cot, filter, generate, index, train, world
 from ray_distill.stages.base import Stage, StageContext
 
-STAGES: dict[str, Stage] = {stage.name: stage for stage in (world.STAGE, index.STAGE, cot.STAGE, generate.STAGE, filter.STAGE)}
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in (world.STAGE, index.STAGE, cot.STAGE, generate.STAGE, filter.STAGE, train.STAGE)
+}
 
 __all__ = ["STAGES", "Stage", "StageContext"]

@@ -83,15 +83,9 @@ def _close_router(router) -> None:
 
 
 def check_capacity(ctx: StageContext, with_retrieval: bool) -> None:
-    """On a Ray this process started (fixed resources, no autoscaler), actors that do not fit would
-    wait forever: name what asks for how much instead. A cluster with an autoscaler adds nodes."""
-    import ray
+    """Fail early, naming each setting, when the stage's actors cannot fit a locally started Ray."""
+    from ray_distill.distributed.cluster import require_resources
 
-    from ray_distill.distributed.cluster import init_ray, started_locally
-
-    init_ray()
-    if not started_locally():
-        return
     c = ctx.config
     e, r, q = c.teacher_engine, c.rollout, c.retrieval
     # A tensor-parallel replica reserves its CPUs once per GPU (one placement group bundle each).
@@ -104,13 +98,7 @@ def check_capacity(ctx: StageContext, with_retrieval: bool) -> None:
         shards = len(shard_dirs(index_dir(ctx)))
         plan["retrieval.replicas x (router_cpus + shards x shard_cpus)"] = (
             q.replicas * (q.router_cpus + shards * q.shard_cpus), q.replicas * shards * q.shard_gpus)
-    have = ray.cluster_resources()
-    for n, unit in ((0, "CPU"), (1, "GPU")):
-        wanted = sum(v[n] for v in plan.values())
-        if wanted > have.get(unit, 0) + 1e-9:
-            parts = ", ".join(f"{k} = {v[n]:g}" for k, v in plan.items() if v[n])
-            raise UserError(f"the stage needs {wanted:g} {unit}s ({parts}) but this machine's Ray has "
-                            f"{have.get(unit, 0):g}; lower those settings")
+    require_resources(plan)
 
 
 def retrieval_for_agents(ctx: StageContext) -> dict[str, Any]:

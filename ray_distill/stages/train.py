@@ -1,0 +1,117 @@
+"""Stage `train`: fine-tune the student on the kept teacher data (METHOD.md stage 5).
+
+Reads the filter stage's kept records (`train.data`: agent trajectories or
+the CoT baseline), renders them with the student's chat template into
+packed, loss-masked sequences (`sft/`), trains on Ray Train with DeepSpeed
+(`ray/` holds the checkpoints, `logs/` the step log and TensorBoard), and
+exports the student (`model/`). Each distinct student, data and setting
+trains in its own directory, and an interrupted run resumes from its last
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ray_distill.errors import UserError
+from ray_distill.stages.base import Stage, StageContext
+
+# Settings that change how a run proceeds, not what it learns: a run resumes across them.
+_RUNTIME_ONLY = ("cpus_per_worker", "checkpoint_every", "keep_checkpoints", "stop_after_steps")
+
+
+def source_file(ctx: StageContext) -> Path:
+    from ray_distill.stages.filter import filter_dir
+
+    return filter_dir(ctx) / ("trajectories.parquet" if ctx.config.train.data == "agent" else "cot.parquet")
+
+
+def train_dir(ctx: StageContext) -> Path:
+    from ray_distill.agent import prompts
+    from ray_distill.data.datasets import file_digest
+    from ray_distill.generation.driver import settings_dir
+
+    c = ctx.config
+    source = source_file(ctx)
+    label = c.train.data + ("" if c.train.data == "cot" else "-ftp" if c.generate.ftp else "-no-ftp")
+    return settings_dir(ctx.run_dir / "train" / label, {
+        "student": c.models.student,
+        "train": {k: v for k, v in asdict(c.train).items() if k not in _RUNTIME_ONLY},
+        "data": file_digest(source) if source.is_file() else None,
+        "student_prompt": hashlib.sha256(prompts.STUDENT_SYSTEM_PROMPT.encode()).hexdigest()[:12],
+    })
+
+
+def student_model_dir(ctx: StageContext) -> Path:
+    """Where the trained student of this config is exported (an HF directory)."""
+    return train_dir(ctx) / "model"
+
+
+def _kept_rows(ctx: StageContext) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    source = source_file(ctx)
+    if not source.is_file():
+        raise UserError(f"train needs the filter stage's {source.name} ({source}); run `ray-distill filter CONFIG` "
+                        "first" + (" with the cot stage done" if ctx.config.train.data == "cot" else ""))
+    rows = [row for row in pq.read_table(source).to_pylist() if row["keep"]]
+    if not rows:
+        raise UserError(f"no kept records in {source} to train on: see {source.parent / 'summary.json'} for why "
+                        "each was dropped")
+    return rows
+
+
+def _run(ctx: StageContext) -> dict[str, Any]:
+    from ray_distill.distributed.cluster import require_resources
+    from ray_distill.distributed.training import CHECKPOINT_TAG, TrainJob, fit_student
+    from ray_distill.fileio import write_json_atomic
+    from ray_distill.models.cache import cache_root
+    from ray_distill.models.resolve import resolve_model
+    from ray_distill.training.export import export_student
+    from ray_distill.training.sft_data import build_sft
+
+    c, t = ctx.config, ctx.config.train
+    out = train_dir(ctx)
+    model_dir = resolve_model(c.models.student)
+    sft_summary = out / "sft" / "summary.json"
+    if not sft_summary.is_file():
+        write_json_atomic(sft_summary, build_sft(_kept_rows(ctx), t.data, model_dir, t, out / "sft"), indent=2)
+    sft = json.loads(sft_summary.read_text())
+    if not sft["sequences"]:
+        raise UserError(f"every kept record is longer than train.max_length = {t.max_length} tokens and "
+                        "train.truncation is drop: nothing to train on")
+
+    ctx.services.close()  # the teacher's replicas would hold the CPUs and GPUs the workers need
+    require_resources({"train.workers x cpus_per_worker": (t.workers * t.cpus_per_worker, 0.0),
+                       "train.workers x gpus_per_worker": (0.0, float(t.workers * t.gpus_per_worker))})
+    job = TrainJob(model_dir=str(model_dir), data_dir=str(out / "sft"), storage_dir=str(out / "ray"),
+                   log_dir=str(out / "logs"), num_sequences=sft["sequences"],
+                   torch_extensions_dir=str(cache_root() / "torch_extensions"))
+    result = fit_student(t, job)
+    metrics = result["metrics"]
+    summary = {"dir": str(out), "sft": sft, "steps": metrics.get("step"), "total_steps": metrics.get("total_steps"),
+               "final_loss": metrics.get("loss"), "tensorboard": str(out / "logs" / "tensorboard")}
+    if metrics.get("step") != metrics.get("total_steps"):
+        return {**summary, "stopped": "train.stop_after_steps reached; run again to resume"}
+    export_student(Path(result["checkpoint"]), CHECKPOINT_TAG, model_dir, t, student_model_dir(ctx),
+                   {"student": c.models.student, "steps": metrics["step"], "final_loss": metrics.get("loss")})
+    return {**summary, "model": str(student_model_dir(ctx))}
+
+
+def _is_complete(ctx: StageContext) -> bool:
+    from ray_distill.training.export import EXPORT_INFO
+
+    return (student_model_dir(ctx) / EXPORT_INFO).is_file()
+
+
+STAGE = Stage(
+    name="train",
+    help="fine-tune the student on the kept teacher data (Ray Train + DeepSpeed) and export it",
+    inputs=("models", "questions", "generate", "cot", "retrieval", "index", "scoring", "filter", "train"),
+    run=_run,
+    is_complete=_is_complete,
+)

@@ -1,0 +1,147 @@
+"""The train stage for real, small: kept trajectories -> packed SFT data -> Ray Train workers with
+DeepSpeed ZeRO on CPU -> checkpoints -> exported student that runs in the agent loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from ray_distill.agent import prompts
+from ray_distill.config import load_config
+from ray_distill.fileio import write_parquet_atomic
+from ray_distill.stages.base import StageContext
+
+pytestmark = pytest.mark.slow
+
+ANSWER = "Ostrava"
+ACTION = f"Thought: I know this one.\nCode:\n```py\nfinal_answer('{ANSWER}')\n```<end_code>"
+
+
+def trajectories(count: int) -> pa.Table:
+    """What the filter stage writes, reduced to what training reads: kept one-step trajectories."""
+    rows = []
+    for n in range(count):
+        messages = [{"role": "system", "content": prompts.TEACHER_SYSTEM_PROMPT},
+                    {"role": "user", "content": prompts.task_message(f"Which city is town number {n} near?")},
+                    {"role": "assistant", "content": ACTION},
+                    {"role": "tool", "content": f"Observation:\nExecution logs:\nFinal answer: {ANSWER}"}]
+        rows.append({"dataset": "world-fact-train", "example_id": f"fact-{n:06d}", "sample": 0, "messages": messages,
+                     "keep": True})
+    return pa.Table.from_pylist(rows)
+
+
+def train_config(tmp_path: Path, name: str, **train):
+    overrides = [f"run.name={name}", f"run.dir={tmp_path / name}", "run.stages=[train]", "models.student=tiny-random",
+                 "train.max_length=400", "train.epochs=2", "train.global_batch_size=4", "train.lr=2e-3",
+                 "train.lora_r=8", "train.lora_alpha=16", "train.checkpoint_every=2", "train.cpus_per_worker=0.5",
+                 *[f"train.{key}={value}" for key, value in train.items()]]
+    config = load_config(None, overrides)
+    ctx = StageContext(config, Path(config.run.dir))
+    from ray_distill.stages.filter import filter_dir
+
+    filter_dir(ctx).mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(trajectories(12), filter_dir(ctx) / "trajectories.parquet")
+    return config, ctx
+
+
+def steps(ctx) -> list[dict]:
+    from ray_distill.stages.train import train_dir
+
+    return [json.loads(line) for line in (train_dir(ctx) / "logs" / "steps.jsonl").read_text().splitlines()]
+
+
+def run_train(config) -> dict:
+    from ray_distill.stages.pipeline import run_pipeline
+
+    return run_pipeline(config, progress=False)["stages"]["train"]["summary"]
+
+
+@pytest.fixture(scope="module")
+def zero2_run(tmp_path_factory, local_ray):
+    """Two workers, ZeRO-2, LoRA, run without interruption."""
+    config, ctx = train_config(tmp_path_factory.mktemp("train"), "zero2", workers=2, zero_stage=2)
+    return run_train(config), steps(ctx), ctx
+
+
+def test_two_zero2_workers_train_the_student_and_the_loss_falls(zero2_run):
+    summary, log, ctx = zero2_run
+    sft = summary["sft"]
+    assert sft["examples"] == 12 and sft["sequences"] == 12  # one 330-token example per 400-token sequence
+    assert summary["steps"] == summary["total_steps"] == len(log) == 6  # 12 sequences / 4 per step x 2 epochs
+    assert [entry["step"] for entry in log] == list(range(1, 7))
+    # Trained: the action and its end-of-turn token, in each of a step's 4 examples.
+    from transformers import AutoTokenizer
+
+    from ray_distill.models import resolve_model
+
+    action_tokens = len(AutoTokenizer.from_pretrained(resolve_model("tiny-random"))(ACTION)["input_ids"])
+    assert all(len(entry["keys"]) == 4 and entry["trained_tokens"] == 4 * (action_tokens + 1) for entry in log)
+    # Every example once per epoch, in a different order each epoch.
+    epochs = [[key for entry in log if entry["epoch"] == e for key in entry["keys"]] for e in (0, 1)]
+    assert sorted(epochs[0]) == sorted(epochs[1]) == sorted(f"world-fact-train/fact-{n:06d}/0" for n in range(12))
+    assert epochs[0] != epochs[1]
+    assert log[-1]["loss"] < log[0]["loss"] - 0.05
+    assert (Path(summary["tensorboard"])).is_dir() and any(Path(summary["tensorboard"]).iterdir())
+    assert (Path(summary["model"]) / "config.json").is_file()
+
+
+def test_zero3_resumes_mid_epoch_and_at_the_epoch_boundary_with_the_same_batches(zero2_run, tmp_path):
+    from ray_distill.stages.train import STAGE
+
+    _, uninterrupted, _ = zero2_run
+    path = tmp_path / "zero3"
+    for stop in (1, 3):  # step 1 is inside epoch 0; step 3 ends it
+        config, ctx = train_config(path, "zero3", workers=2, zero_stage=3, stop_after_steps=stop, export="adapter")
+        summary = run_train(config)
+        assert summary["steps"] == stop and "stopped" in summary and not STAGE.is_complete(ctx)
+    config, ctx = train_config(path, "zero3", workers=2, zero_stage=3, export="adapter")
+    summary = run_train(config)
+    assert summary["steps"] == 6 and STAGE.is_complete(ctx)
+    resumed = steps(ctx)
+    assert [entry["step"] for entry in resumed] == list(range(1, 7))
+    assert [entry["keys"] for entry in resumed] == [entry["keys"] for entry in uninterrupted]
+    # The LoRA adapter export (base weights by reference) is a model name like any other.
+    from ray_distill.models import resolve_model
+
+    adapter = Path(summary["model"])
+    assert (adapter / "adapter_config.json").is_file() and resolve_model(str(adapter)) == adapter
+    record = answer_with(adapter, "Which city is town number 5 near?")
+    assert record.steps and record.steps[0].completion_tokens > 0
+
+
+def answer_with(model_dir: Path, question: str):
+    from ray_distill.agent import Agent, AgentConfig
+    from ray_distill.agent.parsing import STOP_STRINGS
+    from ray_distill.engines import SamplingParams
+    from ray_distill.engines.spec import EngineSpec
+    from ray_distill.tools.sandbox import SandboxPolicy, SandboxPool
+
+    engine = EngineSpec("hf", str(model_dir), {"dtype": "float32"}).build()
+    config = AgentConfig(max_steps=1, sampling=SamplingParams(max_new_tokens=48, stop=STOP_STRINGS),
+                         system_prompt=prompts.STUDENT_SYSTEM_PROMPT, few_shot=False)
+
+    async def episode():
+        async with SandboxPool(SandboxPolicy(), None, size=1) as pool, pool.session() as sandbox:
+            return await Agent(engine, config).run(question, sandbox)
+
+    try:
+        return asyncio.run(episode())
+    finally:
+        asyncio.run(engine.close())
+
+
+def test_a_fully_fine_tuned_student_imitates_the_teacher_in_the_agent_loop(local_ray, tmp_path):
+    """Full fine-tuning on one worker until the action is learnt: the exported student, served by the hf
+    engine, writes the teacher's action for a new question and the sandbox runs its final_answer."""
+    config, ctx = train_config(tmp_path, "full", lora="false", epochs=20, lr=3e-3, warmup_ratio=0.0,
+                               checkpoint_every=100)
+    summary = run_train(config)
+    assert summary["steps"] == 60
+    record = answer_with(Path(summary["model"]), "Which city is town number 99 near?")
+    assert record.steps[0].model_output == ACTION
+    assert record.answered_by == "final_answer" and record.final_answer == ANSWER
+
