@@ -132,6 +132,7 @@ def train_worker(config: dict) -> None:
 
     shard = ray.train.get_dataset_shard("train")
     engine.train()
+    last = time.perf_counter()  # steps are timed end to end, waiting for data included
     for epoch in range(position.epoch, train.epochs):
         stream = shuffled(shard.iter_rows(), train.seed, epoch, train.shuffle_buffer)
         for index, batch in enumerate(global_batches(stream, train.global_batch_size)):
@@ -139,7 +140,6 @@ def train_worker(config: dict) -> None:
                 break
             if epoch == position.epoch and index < position.step:
                 continue  # trained before the checkpoint this run resumed from
-            start = time.perf_counter()
             tensors = [collate(rows, pad) if rows else empty_batch(pad)
                        for rows in micro_batches(batch, rank, world, train.micro_batch_size, accumulation)]
             targets = _all_reduce_sum(sum(int((t["labels"][:, 1:] != IGNORE_INDEX).sum()) for t in tensors), device)
@@ -155,7 +155,8 @@ def train_worker(config: dict) -> None:
             real = sum(len(row["input_ids"]) for row in batch[rank::world])
             padded = sum(t["input_ids"].numel() for t in tensors)
             totals = [_all_reduce_sum(v, device) for v in (summed, real, padded)]
-            seconds = time.perf_counter() - start
+            now = time.perf_counter()
+            seconds, last = now - last, now
             step += 1
             position = position.advanced(per_epoch)
             grad_norm = engine.get_global_grad_norm()

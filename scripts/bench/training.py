@@ -1,0 +1,162 @@
+"""Student training: the Ray Train + DeepSpeed path vs a plain single-process PyTorch loop.
+
+    .venv/bin/python scripts/bench/training.py [--model smollm2-135m-instruct] [--steps 8]
+
+Both train the same model (LoRA as in the paper, or --full) on the same packed
+sequences, in the same order, with the same micro-batches, loss and optimizer
+settings, on all of this machine's cores:
+- plain: the model and torch's AdamW in this process, one micro-batch after
+  another with gradient accumulation (what a single-GPU SFT script does);
+- ray: the `train` stage's trainer, one Ray Train worker running DeepSpeed ZeRO.
+Tokens/s of each is taken over the steps after the first (warm-up), each step
+timed end to end including waiting for data. Also prints the real-token
+fraction of the micro-batches with and without packing (target >= 95% packed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from ray_distill.agent import prompts
+from ray_distill.config.schema import TrainConfig
+from ray_distill.models import resolve_model
+from ray_distill.training.data_order import global_batches, micro_batches, shuffled
+
+WORDS = ("the city river council founded north market bridge population century station museum harbour "
+         "railway district festival mountain valley school library castle").split()
+
+
+def trajectories(n: int, seed: int = 0) -> list[dict]:
+    """Teacher-like conversations of 1-4 steps with observations of varied length."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        messages = [{"role": "system", "content": prompts.TEACHER_SYSTEM_PROMPT},
+                    {"role": "user", "content": prompts.task_message(" ".join(rng.choices(WORDS, k=16)) + "?")}]
+        for _ in range(rng.randint(1, 4)):
+            thought = " ".join(rng.choices(WORDS, k=rng.randint(10, 40)))
+            messages.append({"role": "assistant", "content": f"Thought: {thought}\nCode:\n```py\n"
+                             f"print(web_search('{' '.join(rng.choices(WORDS, k=4))}'))\n```<end_code>"})
+            messages.append({"role": "tool", "content": "Observation:\nExecution logs:\n"
+                             + " ".join(rng.choices(WORDS, k=rng.randint(20, 160)))})
+        rows.append({"dataset": "bench", "example_id": str(i), "sample": 0, "messages": messages, "keep": True})
+    return rows
+
+
+def real_token_fraction(rows: list[dict], train: TrainConfig) -> float:
+    """Non-padding share of the micro-batch tensors the trainer builds from these sequences (one epoch)."""
+    real = padded = 0
+    accumulation = train.global_batch_size // train.micro_batch_size
+    for batch in global_batches(shuffled(rows, train.seed, 0, train.shuffle_buffer), train.global_batch_size):
+        for micro in micro_batches(batch, 0, 1, train.micro_batch_size, accumulation):
+            if micro:
+                real += sum(len(r["input_ids"]) for r in micro)
+                padded += len(micro) * max(len(r["input_ids"]) for r in micro)
+    return real / padded
+
+
+def plain_loop(model_dir: Path, rows: list[dict], train: TrainConfig, steps: int) -> list[tuple[int, float]]:
+    """(tokens, seconds) per optimizer step of a single-process PyTorch loop."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from ray_distill.training.optim import schedule
+    from ray_distill.training.packing import collate
+    from ray_distill.training.student import load_student, loss_sum, pad_id
+
+    pad = pad_id(AutoTokenizer.from_pretrained(model_dir))
+    model = load_student(model_dir, train, torch.float32)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=train.lr,
+                                  weight_decay=train.weight_decay)
+    lr = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(steps, train.warmup_ratio, train.schedule))
+    accumulation = train.global_batch_size // train.micro_batch_size
+    timings, last = [], time.perf_counter()
+    for batch in list(global_batches(shuffled(rows, train.seed, 0, train.shuffle_buffer), train.global_batch_size))[:steps]:
+        micro = [collate(m, pad) for m in micro_batches(batch, 0, 1, train.micro_batch_size, accumulation) if m]
+        targets = sum(int((m["labels"][:, 1:] != -100).sum()) for m in micro)
+        for tensors in micro:
+            loss, _ = loss_sum(model, tensors)
+            (loss / targets).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train.max_grad_norm)
+        optimizer.step()
+        lr.step()
+        optimizer.zero_grad(set_to_none=True)
+        now = time.perf_counter()
+        timings.append((sum(len(r["input_ids"]) for r in batch), now - last))
+        last = now
+    return timings
+
+
+def ray_path(model_dir: Path, data_dir: Path, rows: list[dict], train: TrainConfig, steps: int,
+             out: Path) -> list[tuple[int, float]]:
+    from ray_distill.distributed.cluster import init_ray
+    from ray_distill.distributed.training import TrainJob, fit_student
+
+    init_ray()
+    fit_student(train, TrainJob(str(model_dir), str(data_dir), str(out / "ray"), str(out / "logs"), len(rows)))
+    log = [json.loads(line) for line in (out / "logs" / "steps.jsonl").read_text().splitlines()]
+    return [(entry["tokens"], entry["seconds"]) for entry in log[:steps]]
+
+
+def rate(timings: list[tuple[int, float]]) -> float:
+    warm = timings[1:]
+    return sum(t for t, _ in warm) / sum(s for _, s in warm)
+
+
+def main() -> None:
+    import os
+
+    import pyarrow.parquet as pq
+
+    from ray_distill.training.sft_data import build_sft
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--examples", type=int, default=96)
+    parser.add_argument("--max-length", type=int, default=2048)
+    parser.add_argument("--global-batch", type=int, default=2)
+    parser.add_argument("--micro-batch", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--zero-stage", type=int, default=2)
+    parser.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
+    args = parser.parse_args()
+
+    cores = os.cpu_count() or 1
+    model_dir = resolve_model(args.model)
+    out = Path(tempfile.mkdtemp(prefix="ray-distill-bench-train-"))
+    train = TrainConfig(max_length=args.max_length, global_batch_size=args.global_batch,
+                        micro_batch_size=args.micro_batch, epochs=1, zero_stage=args.zero_stage, lora=not args.full,
+                        cpus_per_worker=cores, stop_after_steps=args.steps, checkpoint_every=10**6)
+    records = trajectories(args.examples)
+    summaries = {}
+    for packing in (False, True):
+        variant = TrainConfig(**{**train.__dict__, "packing": packing, "micro_batch_size": 4,
+                                 "global_batch_size": 4})
+        summaries[packing] = build_sft(records, "agent", model_dir, variant, out / f"sft-{packing}")
+        rows = pq.read_table(out / f"sft-{packing}" / "sequences.parquet").to_pylist()
+        summaries[packing]["real_fraction"] = real_token_fraction(rows, variant)
+    build_sft(records, "agent", model_dir, train, out / "sft")
+    rows = pq.read_table(out / "sft" / "sequences.parquet").to_pylist()
+    print(f"{args.model}, {'full' if args.full else 'LoRA r=64'}, {len(rows)} packed sequences of <= {args.max_length} "
+          f"tokens ({summaries[True]['tokens']} tokens of {args.examples} examples), global batch "
+          f"{args.global_batch}, micro-batch {args.micro_batch}, {args.steps} steps, {cores} cores")
+
+    plain = rate(plain_loop(model_dir, rows, train, args.steps))
+    print(f"plain PyTorch loop:           {plain:8.1f} tokens/s")
+    distributed = rate(ray_path(model_dir, out / "sft", rows, train, args.steps, out))
+    print(f"Ray Train + DeepSpeed ZeRO-{args.zero_stage}: {distributed:8.1f} tokens/s")
+    print(f"ratio: {distributed / plain:.2f}x (target >= 0.9x)")
+    for packing in (False, True):
+        s = summaries[packing]
+        print(f"micro-batches of 4, {'packed  ' if packing else 'unpacked'}: {s['sequences']:4d} sequences, "
+              f"real-token fraction {s['real_fraction']:.1%}" + (" (target >= 95%)" if packing else ""))
+
+
+if __name__ == "__main__":
+    main()
