@@ -8,9 +8,12 @@ settings, on all of this machine's cores:
 - plain: the model and torch's AdamW in this process, one micro-batch after
   another with gradient accumulation (what a single-GPU SFT script does);
 - ray: the `train` stage's trainer, one Ray Train worker running DeepSpeed ZeRO.
-Tokens/s of each is taken over the steps after the first (warm-up), each step
-timed end to end including waiting for data. Also prints the real-token
-fraction of the micro-batches with and without packing (target >= 95% packed).
+Each step is timed end to end, waiting for data included; tokens/s is the
+median over the steps after the first (warm-up). This machine's speed drifts
+by 10-20% between runs of minutes, so the plain loop runs before and after the
+Ray run and its steps are pooled. Also prints the real-token fraction of
+micro-batches of 4 with and without packing, at the default max_length
+(target >= 95% packed).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ WORDS = ("the city river council founded north market bridge population century 
 
 
 def trajectories(n: int, seed: int = 0) -> list[dict]:
-    """Teacher-like conversations of 1-4 steps with observations of varied length."""
+    """Teacher-like conversations of 1-4 steps; an observation is 3 retrieved passages of up to
+    100 words (web_search's top 3) or a short printout."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
@@ -42,8 +46,10 @@ def trajectories(n: int, seed: int = 0) -> list[dict]:
             thought = " ".join(rng.choices(WORDS, k=rng.randint(10, 40)))
             messages.append({"role": "assistant", "content": f"Thought: {thought}\nCode:\n```py\n"
                              f"print(web_search('{' '.join(rng.choices(WORDS, k=4))}'))\n```<end_code>"})
+            logs = "\n".join(f"Doc {d} (Title: {rng.choice(WORDS)}) score=0.{rng.randint(50, 90)}\n"
+                              + " ".join(rng.choices(WORDS, k=rng.randint(40, 100))) for d in (1, 2, 3))
             messages.append({"role": "tool", "content": "Observation:\nExecution logs:\n"
-                             + " ".join(rng.choices(WORDS, k=rng.randint(20, 160)))})
+                             + (logs if rng.random() < 0.7 else " ".join(rng.choices(WORDS, k=8)))})
         rows.append({"dataset": "bench", "example_id": str(i), "sample": 0, "messages": messages, "keep": True})
     return rows
 
@@ -104,9 +110,11 @@ def ray_path(model_dir: Path, data_dir: Path, rows: list[dict], train: TrainConf
     return [(entry["tokens"], entry["seconds"]) for entry in log[:steps]]
 
 
-def rate(timings: list[tuple[int, float]]) -> float:
-    warm = timings[1:]
-    return sum(t for t, _ in warm) / sum(s for _, s in warm)
+def rate(*runs: list[tuple[int, float]]) -> float:
+    """Median tokens/s over the steps of `runs`, each run's first (warm-up) step left out."""
+    import statistics
+
+    return statistics.median(tokens / seconds for timings in runs for tokens, seconds in timings[1:])
 
 
 def main() -> None:
@@ -119,10 +127,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--examples", type=int, default=96)
-    parser.add_argument("--max-length", type=int, default=2048)
+    parser.add_argument("--max-length", type=int, default=1024, help="of the timed runs")
     parser.add_argument("--global-batch", type=int, default=2)
     parser.add_argument("--micro-batch", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--zero-stage", type=int, default=2)
     parser.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
     args = parser.parse_args()
@@ -136,26 +144,28 @@ def main() -> None:
     records = trajectories(args.examples)
     summaries = {}
     for packing in (False, True):
-        variant = TrainConfig(**{**train.__dict__, "packing": packing, "micro_batch_size": 4,
-                                 "global_batch_size": 4})
+        variant = TrainConfig(packing=packing, micro_batch_size=4, global_batch_size=4)  # default max_length
         summaries[packing] = build_sft(records, "agent", model_dir, variant, out / f"sft-{packing}")
         rows = pq.read_table(out / f"sft-{packing}" / "sequences.parquet").to_pylist()
         summaries[packing]["real_fraction"] = real_token_fraction(rows, variant)
-    build_sft(records, "agent", model_dir, train, out / "sft")
+    timed = build_sft(records, "agent", model_dir, train, out / "sft")
     rows = pq.read_table(out / "sft" / "sequences.parquet").to_pylist()
     print(f"{args.model}, {'full' if args.full else 'LoRA r=64'}, {len(rows)} packed sequences of <= {args.max_length} "
-          f"tokens ({summaries[True]['tokens']} tokens of {args.examples} examples), global batch "
+          f"tokens ({timed['tokens']} tokens of {timed['examples']} examples), global batch "
           f"{args.global_batch}, micro-batch {args.micro_batch}, {args.steps} steps, {cores} cores")
 
-    plain = rate(plain_loop(model_dir, rows, train, args.steps))
-    print(f"plain PyTorch loop:           {plain:8.1f} tokens/s")
+    before = plain_loop(model_dir, rows, train, args.steps)
     distributed = rate(ray_path(model_dir, out / "sft", rows, train, args.steps, out))
+    after = plain_loop(model_dir, rows, train, args.steps)
+    plain = rate(before, after)
+    print(f"plain PyTorch loop:           {plain:8.1f} tokens/s (before: {rate(before):.1f}, after: {rate(after):.1f})")
     print(f"Ray Train + DeepSpeed ZeRO-{args.zero_stage}: {distributed:8.1f} tokens/s")
     print(f"ratio: {distributed / plain:.2f}x (target >= 0.9x)")
     for packing in (False, True):
         s = summaries[packing]
-        print(f"micro-batches of 4, {'packed  ' if packing else 'unpacked'}: {s['sequences']:4d} sequences, "
-              f"real-token fraction {s['real_fraction']:.1%}" + (" (target >= 95%)" if packing else ""))
+        print(f"max_length {TrainConfig.max_length}, micro-batches of 4, {'packed  ' if packing else 'unpacked'}: "
+              f"{s['sequences']:4d} sequences, real-token fraction {s['real_fraction']:.1%}"
+              + (" (target >= 95%)" if packing else ""))
 
 
 if __name__ == "__main__":
