@@ -134,14 +134,35 @@ def answer_with(model_dir: Path, question: str):
         asyncio.run(engine.close())
 
 
-def test_a_fully_fine_tuned_student_imitates_the_teacher_in_the_agent_loop(local_ray, tmp_path):
-    """Full fine-tuning on one worker until the action is learnt: the exported student, served by the hf
-    engine, writes the teacher's action for a new question and the sandbox runs its final_answer."""
-    config, ctx = train_config(tmp_path, "full", lora="false", epochs=20, lr=3e-3, warmup_ratio=0.0,
-                               checkpoint_every=100)
+@pytest.fixture(scope="module")
+def imitating_student(tmp_path_factory, local_ray) -> Path:
+    """Full fine-tuning on one worker until the teacher's action is learnt."""
+    config, ctx = train_config(tmp_path_factory.mktemp("train"), "full", lora="false", epochs=20, lr=3e-3,
+                               warmup_ratio=0.0, checkpoint_every=100)
     summary = run_train(config)
     assert summary["steps"] == 60
-    record = answer_with(Path(summary["model"]), "Which city is town number 99 near?")
+    return Path(summary["model"])
+
+
+def test_the_exported_student_imitates_the_teacher_in_the_agent_loop(imitating_student):
+    """Served by the hf engine, it writes the teacher's action for a new question and the sandbox
+    runs its final_answer."""
+    record = answer_with(imitating_student, "Which city is town number 99 near?")
     assert record.steps[0].model_output == ACTION
     assert record.answered_by == "final_answer" and record.final_answer == ANSWER
 
+
+def test_the_exported_student_loads_in_vllm(imitating_student):
+    from ray_distill.distributed.engines import EngineRouter
+    from ray_distill.engines import GenerationRequest, SamplingParams
+    from ray_distill.engines.spec import EngineSpec
+
+    router = EngineRouter.launch(EngineSpec("vllm", str(imitating_student), {"max_model_len": 2048,
+                                                                                   "dtype": "float32"}))
+    try:
+        messages = [{"role": "system", "content": prompts.STUDENT_SYSTEM_PROMPT},
+                    {"role": "user", "content": prompts.task_message("Which city is town number 7 near?")}]
+        completion = asyncio.run(router.generate(GenerationRequest(messages, SamplingParams(max_new_tokens=48))))
+        assert completion.texts[0].startswith(ACTION.removesuffix("<end_code>"))
+    finally:
+        asyncio.run(router.close())

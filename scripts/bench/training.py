@@ -126,7 +126,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--examples", type=int, default=96)
+    parser.add_argument("--examples", type=int, default=96, help="of the timed runs")
+    parser.add_argument("--packing-examples", type=int, default=1000,
+                        help="of the real-token fraction (the paper keeps about 2,000 trajectories)")
     parser.add_argument("--max-length", type=int, default=1024, help="of the timed runs")
     parser.add_argument("--global-batch", type=int, default=2)
     parser.add_argument("--micro-batch", type=int, default=1)
@@ -141,14 +143,14 @@ def main() -> None:
     train = TrainConfig(max_length=args.max_length, global_batch_size=args.global_batch,
                         micro_batch_size=args.micro_batch, epochs=1, zero_stage=args.zero_stage, lora=not args.full,
                         cpus_per_worker=cores, stop_after_steps=args.steps, checkpoint_every=10**6)
-    records = trajectories(args.examples)
     summaries = {}
     for packing in (False, True):
         variant = TrainConfig(packing=packing, micro_batch_size=4, global_batch_size=4)  # default max_length
-        summaries[packing] = build_sft(records, "agent", model_dir, variant, out / f"sft-{packing}")
+        summaries[packing] = build_sft(trajectories(args.packing_examples, seed=1), "agent", model_dir, variant,
+                                       out / f"sft-{packing}")
         rows = pq.read_table(out / f"sft-{packing}" / "sequences.parquet").to_pylist()
         summaries[packing]["real_fraction"] = real_token_fraction(rows, variant)
-    timed = build_sft(records, "agent", model_dir, train, out / "sft")
+    timed = build_sft(trajectories(args.examples), "agent", model_dir, train, out / "sft")
     rows = pq.read_table(out / "sft" / "sequences.parquet").to_pylist()
     print(f"{args.model}, {'full' if args.full else 'LoRA r=64'}, {len(rows)} packed sequences of <= {args.max_length} "
           f"tokens ({timed['tokens']} tokens of {timed['examples']} examples), global batch "
