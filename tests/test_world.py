@@ -129,6 +129,19 @@ def test_math_answers_follow_from_the_question_text(world_dir):
         assert q["answer"] == _recompute(q), q
 
 
+def test_math_solutions_print_their_answers(world_dir):
+    import contextlib
+    import io
+
+    from ray_distill.scoring import score_answer
+
+    for q in _questions(world_dir, "math"):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            exec(q["solution"], {})
+        assert score_answer("math", printed.getvalue().strip(), q["answer"]).correct, q
+
+
 def test_question_files_are_benchmarks_with_disjoint_splits(world_dir):
     train = load_file(world_dir / "questions" / "fact_train.json")
     test = load_file(world_dir / "questions" / "fact_test.json")

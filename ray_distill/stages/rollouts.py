@@ -53,6 +53,8 @@ def engine_spec(engine: EngineConfig, model: str):
 
     if engine.backend == "vllm":
         options = {"max_model_len": engine.max_model_len, "dtype": engine.dtype or "auto"}
+    elif engine.backend == "oracle":
+        options = {}
     else:
         options = {"dtype": engine.dtype}
     return EngineSpec(engine.backend, model, {**options, **engine.options})

@@ -4,7 +4,8 @@ Fact questions follow 2-3 relations between entities (or compare two), in
 the style of HotpotQA; each carries `hops`, the passages and verbatim
 sentences that derive its answer. Math questions are arithmetic word
 problems dressed in the world's names, in the style of GSM8K/MATH, with the
-answer computed exactly.
+answer computed exactly; each carries `solution`, a Python program that prints
+its answer (what a worked solution in code looks like).
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ def _math_goods(w: World, r: random.Random) -> Question:
         "question": f"{p} buys {boxes} crates of pears at the market in {city}; each crate holds "
         f"{per_box} pears. {p} then gives {given} pears to {q}. How many pears does {p} have left?",
         "answer": str(boxes * per_box - given), "type": "math_multiply_subtract", "level": 2,
+        "solution": f"pears = {boxes} * {per_box}\nprint(pears - {given})",
     }
 
 
@@ -157,6 +159,7 @@ def _math_journey(w: World, r: random.Random) -> Question:
         "question": f"A train leaves {a} for {b}. It travels at {v1} km/h for {h1} hours, then at "
         f"{v2} km/h for {h2} hours before it arrives. How many kilometres long is the journey?",
         "answer": str(v1 * h1 + v2 * h2), "type": "math_distance", "level": 2,
+        "solution": f"print({v1} * {h1} + {v2} * {h2})",
     }
 
 
@@ -169,6 +172,7 @@ def _math_staff(w: World, r: random.Random) -> Question:
         "question": f"{org} has {staff} employees. This year it grows its staff by {pct}%, and then "
         f"{left} employees retire. How many employees does {org} have at the end of the year?",
         "answer": str(staff + staff * pct // 100 - left), "type": "math_percent", "level": 3,
+        "solution": f"staff = {staff} + {staff} * {pct} // 100\nprint(staff - {left})",
     }
 
 
@@ -182,6 +186,7 @@ def _math_average(w: World, r: random.Random) -> Question:
         "question": f"{p} scored {scores[0]}, {scores[1]} and {scores[2]} on three exams. What score "
         f"does {p} need on the fourth exam for the average of all four to be exactly {target}?",
         "answer": str(need), "type": "math_average", "level": 3,
+        "solution": f"scores = {scores}\nprint({target} * 4 - sum(scores))",
     }
 
 
@@ -194,6 +199,7 @@ def _math_fraction(w: World, r: random.Random) -> Question:
         "question": f"{org} spends 1/{a} of its budget on salaries and 1/{b} on rent. What fraction of "
         f"the budget is left? Express your answer as a common fraction.",
         "answer": f"\\frac{{{rest.numerator}}}{{{rest.denominator}}}", "type": "math_fraction", "level": 2,
+        "solution": f"from fractions import Fraction\nprint(1 - Fraction(1, {a}) - Fraction(1, {b}))",
     }
 
 
@@ -204,6 +210,7 @@ def _math_area(w: World, r: random.Random) -> Question:
         "question": f"A rectangular park in {city} is {width} m wide and {length} m long. A path "
         f"{path} m wide runs all around the outside of the park. What is the area of the path in square metres?",
         "answer": str((width + 2 * path) * (length + 2 * path) - width * length), "type": "math_area", "level": 3,
+        "solution": f"outer = ({width} + 2 * {path}) * ({length} + 2 * {path})\nprint(outer - {width} * {length})",
     }
 
 
