@@ -76,6 +76,25 @@ class StepLog:
         self.writer.close()
 
 
+def _optimizer_step(engine, tensors: list[dict], device, micro_steps_everywhere: int) -> tuple[float, float]:
+    """Forward and backward over this rank's micro-batches, then DeepSpeed's step; returns the mean
+    loss per target token of the whole global batch, and its target count."""
+    from ray_distill.training.packing import IGNORE_INDEX
+    from ray_distill.training.student import loss_sum
+
+    targets = _all_reduce_sum(sum(int((t["labels"][:, 1:] != IGNORE_INDEX).sum()) for t in tensors), device)
+    # Summed losses, scaled so that DeepSpeed's mean over micro-steps and ranks is the mean over
+    # every target token of the global batch, wherever packing and accumulation put it.
+    scale = micro_steps_everywhere / max(targets, 1.0)
+    summed = 0.0
+    for tensor in tensors:
+        loss, _ = loss_sum(engine, {name: value.to(device) for name, value in tensor.items()})
+        engine.backward(loss * scale)
+        engine.step()  # DeepSpeed updates the weights only at the last micro-step
+        summed += loss.item()
+    return _all_reduce_sum(summed, device) / max(targets, 1.0), targets
+
+
 def train_worker(config: dict) -> None:
     """The loop every Ray Train worker runs."""
     import ray.train
@@ -85,20 +104,21 @@ def train_worker(config: dict) -> None:
         os.environ.setdefault("TORCH_EXTENSIONS_DIR", job.torch_extensions_dir)
     import deepspeed
     import torch
+    from ray.train.torch import get_device
     from transformers import AutoTokenizer
 
     from ray_distill.config.schema import TrainConfig
     from ray_distill.training.data_order import (DataPosition, global_batches, micro_batches, shuffled,
                                                  steps_per_epoch)
     from ray_distill.training.optim import deepspeed_config, schedule
-    from ray_distill.training.packing import IGNORE_INDEX, collate
-    from ray_distill.training.student import empty_batch, load_student, loss_sum, pad_id, training_dtype
+    from ray_distill.training.packing import collate
+    from ray_distill.training.student import empty_batch, load_student, pad_id, training_dtype
 
     train = TrainConfig(**config["train"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     on_gpu = torch.cuda.is_available()
-    device = ray.train.torch.get_device() if on_gpu else torch.device("cpu")
+    device = get_device() if on_gpu else torch.device("cpu")
     if not on_gpu:
         torch.set_num_threads(max(1, int(train.cpus_per_worker)))
     dtype = training_dtype(train.dtype, on_gpu)
@@ -142,28 +162,19 @@ def train_worker(config: dict) -> None:
                 continue  # trained before the checkpoint this run resumed from
             tensors = [collate(rows, pad) if rows else empty_batch(pad)
                        for rows in micro_batches(batch, rank, world, train.micro_batch_size, accumulation)]
-            targets = _all_reduce_sum(sum(int((t["labels"][:, 1:] != IGNORE_INDEX).sum()) for t in tensors), device)
-            # Each rank's summed loss, scaled so that DeepSpeed's mean over micro-steps and ranks gives
-            # the mean over every target token of the global batch.
-            scale = world * accumulation / max(targets, 1.0)
-            summed, lr = 0.0, engine.get_lr()[0]
-            for tensor in tensors:
-                loss, _ = loss_sum(engine, {name: value.to(device) for name, value in tensor.items()})
-                engine.backward(loss * scale)
-                engine.step()
-                summed += loss.item()
-            real = sum(len(row["input_ids"]) for row in batch[rank::world])
-            padded = sum(t["input_ids"].numel() for t in tensors)
-            totals = [_all_reduce_sum(v, device) for v in (summed, real, padded)]
+            lr = engine.get_lr()[0]
+            loss, targets = _optimizer_step(engine, tensors, device, world * accumulation)
+            real, padded = (_all_reduce_sum(v, device) for v in (
+                sum(len(row["input_ids"]) for row in batch[rank::world]), sum(t["input_ids"].numel() for t in tensors)))
             now = time.perf_counter()
             seconds, last = now - last, now
             step += 1
             position = position.advanced(per_epoch)
             grad_norm = engine.get_global_grad_norm()
-            entry = {"step": step, "epoch": epoch, "loss": totals[0] / max(targets, 1.0),
-                     "lr": lr, "grad_norm": None if grad_norm is None else float(grad_norm),
-                     "tokens": int(totals[1]), "trained_tokens": int(targets), "seconds": seconds,
-                     "tokens_per_second": totals[1] / seconds, "real_token_fraction": totals[1] / max(totals[2], 1),
+            entry = {"step": step, "epoch": epoch, "loss": loss, "lr": lr,
+                     "grad_norm": None if grad_norm is None else float(grad_norm), "tokens": int(real),
+                     "trained_tokens": int(targets), "seconds": seconds, "tokens_per_second": real / seconds,
+                     "real_token_fraction": real / max(padded, 1),
                      "keys": [key for row in batch for key in row["keys"]]}
             if log is not None:
                 log.write(entry)
