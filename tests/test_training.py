@@ -101,6 +101,15 @@ def test_trained_tokens_are_exactly_the_assistant_turns_and_their_end_markers(sm
     assert tokenizer.decode(example.input_ids[:first_trained_of_second_turn]) == second
 
 
+def test_a_cot_baseline_record_trains_only_its_response(smol_tokenizer):
+    from ray_distill.training.sft_data import conversation
+
+    row = {"system_prompt": prompts.COT_SYSTEM_PROMPT, "question": "What is 17 * 23?",
+           "response": "17 * 23 = 391.\n\n<answer>\\boxed{391}</answer>"}
+    example = ConversationTokenizer(smol_tokenizer, stop_token_ids(smol_tokenizer))("d/1/0", conversation(row, "cot"))
+    assert trained_spans(smol_tokenizer, example) == [row["response"] + "<|im_end|>"]
+
+
 def test_a_template_that_rewrites_earlier_turns_is_refused(smol_tokenizer):
     tokenizer = tokenizer_with(smol_tokenizer, REWRITING_TEMPLATE)
     with pytest.raises(ChatTemplateError, match="prefix"):

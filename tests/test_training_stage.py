@@ -95,16 +95,20 @@ def test_zero3_resumes_mid_epoch_and_at_the_epoch_boundary_with_the_same_batches
 
     _, uninterrupted, _ = zero2_run
     path = tmp_path / "zero3"
-    for stop in (1, 3):  # step 1 is inside epoch 0; step 3 ends it
-        config, ctx = train_config(path, "zero3", workers=2, zero_stage=3, stop_after_steps=stop, export="adapter")
+    for more, done in ((1, 1), (2, 3)):  # step 1 is inside epoch 0; step 3 ends it
+        config, ctx = train_config(path, "zero3", workers=2, zero_stage=3, stop_after_steps=more, export="adapter")
         summary = run_train(config)
-        assert summary["steps"] == stop and "stopped" in summary and not STAGE.is_complete(ctx)
+        assert summary["steps"] == done and "stopped" in summary and not STAGE.is_complete(ctx)
     config, ctx = train_config(path, "zero3", workers=2, zero_stage=3, export="adapter")
     summary = run_train(config)
     assert summary["steps"] == 6 and STAGE.is_complete(ctx)
     resumed = steps(ctx)
     assert [entry["step"] for entry in resumed] == list(range(1, 7))
     assert [entry["keys"] for entry in resumed] == [entry["keys"] for entry in uninterrupted]
+    # The schedule, optimizer and dropout continue too: the same learning rates, and losses equal up to
+    # ZeRO-3's different summation order.
+    assert [e["lr"] for e in resumed] == pytest.approx([e["lr"] for e in uninterrupted], rel=1e-9)
+    assert [e["loss"] for e in resumed] == pytest.approx([e["loss"] for e in uninterrupted], rel=1e-3)
     # The LoRA adapter export (base weights by reference) is a model name like any other.
     from ray_distill.models import resolve_model
 

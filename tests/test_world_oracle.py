@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ray_distill.agent import Agent, AgentConfig, first_thought_prefix, retrieval_tools
+from ray_distill.agent.parsing import parse_step
 from ray_distill.data.world import write_world
 from ray_distill.engines import GenerationRequest
 from ray_distill.engines.oracle import WorldOracleEngine
@@ -68,8 +69,10 @@ def test_the_ftp_prefix_is_continued_and_unknown_questions_fail(world):
     prefix = first_thought_prefix(response)
     messages = [{"role": "system", "content": "s"}, {"role": "user", "content": f"Task: {q['question']}"},
                 {"role": "assistant", "content": prefix}]
+    messages[-1]["content"] = prefix.rstrip()  # as the agent sends it
     continued = asyncio.run(oracle.generate(GenerationRequest(messages, continue_final_message=True))).texts[0]
-    assert continued.startswith("Code:\n```py\nprint(web_search(")
+    step = parse_step(messages[-1]["content"] + continued)
+    assert step.thought == prefix.strip().removeprefix("Thought: ") and step.code.startswith("print(web_search(")
     with pytest.raises(ValueError, match="only its world's questions"):
         asyncio.run(oracle.generate(GenerationRequest([{"role": "user", "content": "What is 2+2?"}])))
     with pytest.raises(ValueError, match="world_dir"):

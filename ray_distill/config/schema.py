@@ -310,7 +310,8 @@ class TrainConfig:
     micro_batch_size: int = _help("Sequences per forward pass on each worker; the rest is gradient accumulation.", 1)
     lr: float = _help("Peak learning rate.", 2e-4)
     schedule: str = _help("Learning-rate decay after warmup: cosine, linear or constant.", "cosine")
-    warmup_ratio: float = _help("Share of the optimizer steps spent warming the learning rate up from 0.", 0.03)
+    warmup_ratio: float = _help("Share of the optimizer steps over which the learning rate rises linearly to its peak.",
+                                0.03)
     weight_decay: float = _help("AdamW weight decay.", 0.0)
     max_grad_norm: float = _help("Gradient clipping by global norm (0: off).", 1.0)
     lora: bool = _help("Train LoRA adapters (peft) instead of every weight (paper: LoRA beat full fine-tuning).", True)
@@ -335,8 +336,8 @@ class TrainConfig:
                                   "last step always checkpoints.", 100)
     keep_checkpoints: int = _help("Checkpoints kept; older ones are deleted.", 2)
     stop_after_steps: Optional[int] = _help(
-        "End this invocation after this many optimizer steps in total (with a checkpoint); the next run resumes. "
-        "For time-sliced or preemptible jobs: the schedule still follows `epochs`.", None)
+        "End this invocation after this many more optimizer steps (with a checkpoint); running it again continues "
+        "for as many more. For time-sliced or preemptible jobs: the schedule still follows `epochs`.", None)
     export: str = _help("The final model: merged (LoRA folded into the weights: a plain HF directory) or adapter "
                         "(the peft adapter beside a pointer to the base model).", "merged")
     seed: int = _help("Seed of the data order, LoRA initialisation and dropout.", 0)

@@ -139,15 +139,22 @@ def train_worker(config: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             _, client = engine.load_checkpoint(directory, tag=CHECKPOINT_TAG, load_module_strict=not train.lora)
+            # Each rank's dropout draws on from where it was, rather than replaying from the start.
+            rng = torch.load(Path(directory) / f"rng-rank{rank}.pt")
         position, step = DataPosition(**client["position"]), client["step"]
+        torch.set_rng_state(rng["cpu"])
+        if on_gpu:
+            torch.cuda.set_rng_state(rng["cuda"])
     log = StepLog(Path(job.log_dir), step) if rank == 0 else None
-    stop_at = min(total_steps, train.stop_after_steps or total_steps)
+    stop_at = min(total_steps, step + (train.stop_after_steps or total_steps))
     progress = _progress(total_steps, step) if rank == 0 else None
 
     def save(metrics: dict) -> None:
         with tempfile.TemporaryDirectory() as directory:
             engine.save_checkpoint(directory, tag=CHECKPOINT_TAG, exclude_frozen_parameters=train.lora,
                                    client_state={"position": asdict(position), "step": step})
+            torch.save({"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if on_gpu else None},
+                       Path(directory) / f"rng-rank{rank}.pt")
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
     shard = ray.train.get_dataset_shard("train")

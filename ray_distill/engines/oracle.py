@@ -79,8 +79,8 @@ class WorldOracleEngine:
         plan = self.plan(example)
         done = sum(m["role"] == "assistant" for m in messages[tasks[-1] + 1:]) - int(continuing)
         action = plan[min(done, len(plan) - 1)]
-        if continuing:  # the FTP prefix is the thought already written: continue with the code
-            return action[action.index("\nCode:") + 1:]
+        if continuing:  # the FTP prefix is the thought already written (the agent strips its blank line)
+            return action[action.index("\nCode:"):]
         return action
 
     async def generate(self, request: GenerationRequest) -> Completion:

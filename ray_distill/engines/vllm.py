@@ -18,6 +18,7 @@ import asyncio
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Optional
 
 from ray_distill.compute import default_dtype
@@ -43,6 +44,9 @@ class VLLMEngine:
         self.model = model
         self.max_model_len = max_model_len
         path = str(resolve_model(model))
+        if not (Path(path) / "config.json").is_file():
+            raise ValueError(f"{path} is a LoRA adapter; vLLM serves full models: export it merged "
+                             "(train.export=merged) or serve it with the hf engine")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         args = AsyncEngineArgs(
             model=path,

@@ -51,13 +51,18 @@ def student_model_dir(ctx: StageContext) -> Path:
     return train_dir(ctx) / "model"
 
 
-def _kept_rows(ctx: StageContext) -> list[dict]:
-    import pyarrow.parquet as pq
-
+def _require_source(ctx: StageContext) -> Path:
     source = source_file(ctx)
     if not source.is_file():
         raise UserError(f"train needs the filter stage's {source.name} ({source}); run `ray-distill filter CONFIG` "
                         "first" + (" with the cot stage done" if ctx.config.train.data == "cot" else ""))
+    return source
+
+
+def _kept_rows(ctx: StageContext) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    source = _require_source(ctx)
     rows = [row for row in pq.read_table(source).to_pylist() if row["keep"]]
     if not rows:
         raise UserError(f"no kept records in {source} to train on: see {source.parent / 'summary.json'} for why "
@@ -75,6 +80,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     from ray_distill.training.sft_data import build_sft
 
     c, t = ctx.config, ctx.config.train
+    _require_source(ctx)
     out = train_dir(ctx)
     model_dir = resolve_model(c.models.student)
     sft_summary = out / "sft" / "summary.json"
@@ -82,8 +88,8 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         write_json_atomic(sft_summary, build_sft(_kept_rows(ctx), t.data, model_dir, t, out / "sft"), indent=2)
     sft = json.loads(sft_summary.read_text())
     if not sft["sequences"]:
-        raise UserError(f"every kept record is longer than train.max_length = {t.max_length} tokens and "
-                        "train.truncation is drop: nothing to train on")
+        raise UserError(f"no kept record fits train.max_length = {t.max_length} tokens with a trained token in it "
+                        f"(train.truncation = {t.truncation}): nothing to train on; see {sft_summary}")
 
     ctx.services.close()  # the teacher's replicas would hold the CPUs and GPUs the workers need
     require_resources({"train.workers x cpus_per_worker": (t.workers * t.cpus_per_worker, 0.0),
@@ -96,7 +102,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     summary = {"dir": str(out), "sft": sft, "steps": metrics.get("step"), "total_steps": metrics.get("total_steps"),
                "final_loss": metrics.get("loss"), "tensorboard": str(out / "logs" / "tensorboard")}
     if metrics.get("step") != metrics.get("total_steps"):
-        return {**summary, "stopped": "train.stop_after_steps reached; run again to resume"}
+        return {**summary, "stopped": "train.stop_after_steps reached; run again to continue"}
     export_student(Path(result["checkpoint"]), CHECKPOINT_TAG, model_dir, t, student_model_dir(ctx),
                    {"student": c.models.student, "steps": metrics["step"], "final_loss": metrics.get("loss")})
     return {**summary, "model": str(student_model_dir(ctx))}

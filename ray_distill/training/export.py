@@ -19,7 +19,7 @@ EXPORT_INFO = "ray_distill_export.json"
 def export_student(checkpoint_dir: Path, tag: str, base_dir: Path, train, out_dir: Path, info: dict) -> Path:
     import torch
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-    from transformers import AutoTokenizer, GenerationConfig
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
     from ray_distill.training.student import load_student
 
@@ -41,7 +41,8 @@ def export_student(checkpoint_dir: Path, tag: str, base_dir: Path, train, out_di
         if train.lora:
             model = model.merge_and_unload()
         model.config.use_cache = True
-        model.save_pretrained(tmp)
+        # Merged in fp32, saved in the base's dtype (a bf16 base stays half the size of fp32).
+        model.to(getattr(AutoConfig.from_pretrained(base_dir), "dtype", None) or torch.float32).save_pretrained(tmp)
     AutoTokenizer.from_pretrained(base_dir).save_pretrained(tmp)
     try:
         GenerationConfig.from_pretrained(base_dir).save_pretrained(tmp)

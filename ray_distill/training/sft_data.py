@@ -39,8 +39,8 @@ def sft_examples(rows: Iterable[dict], data: str, tokenize: ConversationTokenize
     for row in rows:
         counts["records"] += 1
         example = fit_length(tokenize(record_key(row), conversation(row, data)), max_length, truncation)
-        if example is None:
-            counts["dropped_too_long"] += 1
+        if example is None:  # longer than max_length, and dropped or cut to no target at all
+            counts["dropped_too_long" if truncation == "drop" else "dropped_no_target_within_max_length"] += 1
             continue
         counts["truncated"] += example.truncated
         examples.append(example)
