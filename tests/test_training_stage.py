@@ -21,20 +21,22 @@ ANSWER = "Ostrava"
 ACTION = f"Thought: I know this one.\nCode:\n```py\nfinal_answer('{ANSWER}')\n```<end_code>"
 
 
-def trajectories(count: int) -> pa.Table:
-    """What the filter stage writes, reduced to what training reads: kept one-step trajectories."""
+def trajectories(count: int, varied: bool = False) -> pa.Table:
+    """What the filter stage writes, reduced to what training reads: kept one-step trajectories
+    (`varied`: actions of different lengths)."""
     rows = []
     for n in range(count):
+        action = ACTION.replace("this one", "this one " + "indeed " * (5 * (n % 4))) if varied else ACTION
         messages = [{"role": "system", "content": prompts.TEACHER_SYSTEM_PROMPT},
                     {"role": "user", "content": prompts.task_message(f"Which city is town number {n} near?")},
-                    {"role": "assistant", "content": ACTION},
+                    {"role": "assistant", "content": action},
                     {"role": "tool", "content": f"Observation:\nExecution logs:\nFinal answer: {ANSWER}"}]
         rows.append({"dataset": "world-fact-train", "example_id": f"fact-{n:06d}", "sample": 0, "messages": messages,
                      "keep": True})
     return pa.Table.from_pylist(rows)
 
 
-def train_config(tmp_path: Path, name: str, **train):
+def train_config(tmp_path: Path, name: str, varied: bool = False, **train):
     overrides = [f"run.name={name}", f"run.dir={tmp_path / name}", "run.stages=[train]", "models.student=tiny-random",
                  "train.max_length=400", "train.epochs=2", "train.global_batch_size=4", "train.lr=2e-3",
                  "train.lora_r=8", "train.lora_alpha=16", "train.checkpoint_every=2", "train.cpus_per_worker=0.5",
@@ -44,7 +46,7 @@ def train_config(tmp_path: Path, name: str, **train):
     from ray_distill.stages.filter import filter_dir
 
     filter_dir(ctx).mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(trajectories(12), filter_dir(ctx) / "trajectories.parquet")
+    write_parquet_atomic(trajectories(12, varied), filter_dir(ctx) / "trajectories.parquet")
     return config, ctx
 
 
@@ -198,3 +200,19 @@ def test_run_trains_a_student_on_the_world_oracle_trajectories(tmp_path, local_r
     train = stages["train"]["summary"]
     assert train["sft"]["examples"] == kept and train["steps"] == train["total_steps"] >= 1
     assert (Path(train["model"]) / "config.json").is_file()
+
+
+def test_the_loss_does_not_depend_on_how_the_global_batch_is_split(local_ray, tmp_path):
+    """One worker with micro-batches of 2, or two workers with micro-batches of 1, over examples with
+    different numbers of targets: every target token weighs the same, so the steps (loss and gradient
+    norm) agree. A mean per micro-batch would weigh them differently. No dropout: both see one function."""
+    logs = []
+    for workers, micro in ((1, 2), (2, 1)):
+        config, ctx = train_config(tmp_path, f"w{workers}", varied=True, workers=workers, micro_batch_size=micro,
+                                   lora_dropout=0.0, stop_after_steps=2)
+        run_train(config)
+        logs.append(steps(ctx))
+    one, two = logs
+    assert [e["keys"] for e in one] == [e["keys"] for e in two]
+    assert [e["loss"] for e in one] == pytest.approx([e["loss"] for e in two], rel=1e-4)
+    assert [e["grad_norm"] for e in one] == pytest.approx([e["grad_norm"] for e in two], rel=1e-3)
