@@ -119,8 +119,21 @@ def _command(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     stages = None if args.command == "run" else [args.command]
     run_pipeline(config, stages, force=args.force, progress=not args.quiet)
+    _print_report(config, stages)
     print(f"run directory: {config.run.dir}")
     return 0
+
+
+def _print_report(config, stages: Optional[list[str]]) -> None:
+    """After a pipeline with a report, its tables: what the run found."""
+    from pathlib import Path
+
+    if "report" not in (config.run.stages if stages is None else stages):
+        return
+    report = Path(config.run.dir) / "report"
+    print((report / "report.md").read_text())
+    if (report / "accuracy.png").is_file():
+        print(f"plot: {report / 'accuracy.png'}")
 
 
 def _list_benchmarks(config_path: Optional[str], overrides: list[str]) -> int:

@@ -31,6 +31,21 @@ def test_defaults_file_and_overrides_layer_in_order(tmp_path):
     assert config.world.num_math_questions == ExperimentConfig().world.num_math_questions
 
 
+def test_a_config_file_builds_on_its_base(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "single.yaml").write_text("run: {name: one}\nmodels: {student: s1}\ntrain: {epochs: 3}\n")
+    (tmp_path / "sweep.yaml").write_text("base: shared/single.yaml\nrun: {name: many}\nsweep: {students: [a, b]}\n")
+    config = load_config(tmp_path / "sweep.yaml", ["train.lr=0.1"])
+    assert (config.run.name, config.models.student, config.train.epochs) == ("many", "s1", 3)
+    assert (config.sweep.students, config.train.lr) == (["a", "b"], 0.1)
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="form a cycle"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "gone.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="config file not found: .*nowhere.yaml"):
+        load_config(tmp_path / "gone.yaml")
+
+
 def test_resolved_yaml_reloads_to_the_same_config(tmp_path):
     config = load_config(QUICKSTART, ["world.seed=7"])
     dumped = tmp_path / "resolved.yaml"

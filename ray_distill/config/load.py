@@ -18,7 +18,8 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Exper
     """Return the validated config; every problem is a ConfigError naming its key."""
     merged = OmegaConf.structured(ExperimentConfig)
     if path is not None:
-        merged = _merge(merged, _read_yaml(Path(path)), f"config file {path}")
+        for layer_path, layer in _with_bases(Path(path)):
+            merged = _merge(merged, layer, f"config file {layer_path}")
     if overrides:
         merged = _merge(merged, _parse_overrides(overrides), "command-line overrides")
     try:
@@ -51,6 +52,20 @@ def _read_yaml(path: Path) -> DictConfig:
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return loaded
+
+
+def _with_bases(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, DictConfig]]:
+    """The file's layers, bases first: a top-level `base: other.yaml` (relative to the file) is merged
+    under it, so a sweep config can build on a single-run config."""
+    if path.resolve() in seen:
+        raise ConfigError(f"config file {path}: `base` files form a cycle: {' -> '.join(map(str, seen + (path,)))}")
+    layer = _read_yaml(path)
+    base = layer.pop("base", None)
+    if base is None:
+        return [(path, layer)]
+    if not isinstance(base, str):
+        raise ConfigError(f"config file {path}: base must be a file path, got {base!r}")
+    return _with_bases(path.parent / base, seen + (path.resolve(),)) + [(path, layer)]
 
 
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:

@@ -381,6 +381,94 @@ class TrainConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """Stage `evaluate`: models answer held-out questions, as agents (with SAG) or in chain of thought (METHOD.md
+    stage 6)."""
+
+    models: list[str] = _help(
+        "What to evaluate: base (models.student untrained), distilled (this config's train stage export), or any "
+        "model name or path.", factory=lambda: ["base", "distilled"])
+    sets: list[str] = _help("Question sets: world-fact-test, world-math-test, or benchmark names such as hotpotqa, "
+                            "math500, bamboogle (see `ray-distill benchmarks`).",
+                            factory=lambda: ["world-fact-test", "world-math-test"])
+    limit: Optional[int] = _help("Questions taken from each set (the first ones); null: all.", None)
+    mode: str = _help("agent (CodeAct with web_search and python, as trained) or cot (one chain-of-thought response; "
+                      "the answer is read from <answer> or \\boxed{}).", "agent")
+    sag: int = _help("agent: actions sampled per step for self-consistent action generation (1: off; paper: 8).", 1)
+    sag_temperature: float = _help("agent: sampling temperature of the SAG candidates.", 0.4)
+    sag_top_p: float = _help("agent: top-p of the SAG candidates.", 0.8)
+    self_consistency: int = _help("cot: responses sampled per question; the most common answer counts (1: off).", 1)
+    temperature: float = _help("Sampling temperature of single actions and CoT responses (0: greedy; self-"
+                               "consistency needs > 0).", 0.0)
+    max_steps: int = _help("agent: steps before the forced final answer.", 5)
+    max_new_tokens: int = _help("Longest action (agent) or response (cot), in tokens.", 1024)
+    seed: int = _help("Sampling seed; sample i of a question uses seed + i.", 42)
+
+    def problems(self) -> Problems:
+        from ray_distill.data.datasets import known_sets
+
+        if not self.models:
+            yield "models", "must name at least one model (base, distilled, or a model name)"
+        if len(set(self.models)) != len(self.models):
+            yield "models", f"lists a model twice: {self.models}"
+        if not self.sets:
+            yield "sets", "must name at least one question set"
+        for name in self.sets:
+            if name not in known_sets():
+                yield "sets", f"unknown question set {name!r}; known: {', '.join(known_sets())}"
+        if len(set(self.sets)) != len(self.sets):
+            yield "sets", f"lists a set twice: {self.sets}"
+        if self.limit is not None and self.limit < 1:
+            yield "limit", f"must be >= 1 or null, got {self.limit}"
+        if self.mode not in ("agent", "cot"):
+            yield "mode", f"must be agent or cot, got {self.mode!r}"
+        yield from _at_least(self, 1, "sag", "self_consistency", "max_steps", "max_new_tokens")
+        yield from _at_least(self, 0, "temperature", "sag_temperature")
+        if not 0 < self.sag_top_p <= 1:
+            yield "sag_top_p", f"must be in (0, 1], got {self.sag_top_p}"
+        if self.self_consistency > 1 and self.temperature == 0:
+            yield "self_consistency", "needs temperature > 0 (greedy samples are all the same)"
+
+
+@dataclass
+class SweepConfig:
+    """Stage `sweep`: Ray Tune over student x FTP x SAG (plus the CoT baselines), each trial training and evaluating
+    one cell of the paper's Table 2 on the shared teacher data."""
+
+    students: list[str] = _help("Student models (one row of the table each); empty: [models.student].",
+                                factory=list)
+    ftp: list[bool] = _help("Agent distillation from trajectories generated without and/or with first-thought "
+                            "prefixes (teacher data is generated once per value and shared by all trials).",
+                            factory=lambda: [False, True])
+    sag: list[int] = _help("SAG candidates per step at evaluation (1: off). SAG is inference-only: trials that differ "
+                           "only in it share one trained student.", factory=lambda: [1, 8])
+    cot_distill: bool = _help("Add the CoT-distillation baseline per student (trained on the teacher's CoT "
+                              "responses, evaluated in CoT mode).", True)
+    cot_prompt: bool = _help("Add the prompted base student in CoT mode per student (no training).", True)
+    max_concurrent_trials: Optional[int] = _help(
+        "Trials running at once; null: as many as the cluster's resources fit (each trial trains, then serves its "
+        "student), or every trial on a cluster with an autoscaler.", None)
+    trial_cpus: float = _help("CPUs each trial's driver reserves (its training workers and student replicas reserve "
+                              "their own).", 0.0)
+
+    def problems(self) -> Problems:
+        if not self.ftp and not self.cot_distill and not self.cot_prompt:
+            yield "ftp", "is empty and both CoT baselines are off: the sweep has no trials"
+        if self.ftp and not self.sag:
+            yield "sag", "must list at least one value (1: off) when ftp lists any"
+        for value in self.sag:
+            if value < 1:
+                yield "sag", f"values must be >= 1, got {value}"
+        for key in ("students", "ftp", "sag"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                yield key, f"lists a value twice: {values}"
+        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
+            yield "max_concurrent_trials", f"must be >= 1 or null, got {self.max_concurrent_trials}"
+        yield from _at_least(self, 0, "trial_cpus")
+
+
+@dataclass
 class ExperimentConfig:
     """A whole experiment: one YAML file in experiments/."""
 
@@ -398,3 +486,6 @@ class ExperimentConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    student_engine: EngineConfig = field(default_factory=EngineConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)

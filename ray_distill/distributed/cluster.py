@@ -7,6 +7,11 @@ from typing import Optional
 
 _STARTED_LOCALLY = False
 
+# Options for a long-lived service actor. Code running in a Tune trial runs in the trial's placement group, and
+# Ray would place the actors it starts in that group too, which holds only the trial's driver; the service
+# reserves its own resources instead.
+OWN_PLACEMENT = {"scheduling_strategy": "DEFAULT"}
+
 
 def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, **kwargs) -> None:
     """`address` (or $RAY_ADDRESS) joins an existing cluster, e.g. under

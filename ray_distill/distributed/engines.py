@@ -19,6 +19,8 @@ import ray
 from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from ray_distill.distributed.cluster import OWN_PLACEMENT
+
 from ray_distill.engines.protocol import Completion, GenerationRequest
 from ray_distill.engines.spec import EngineSpec
 
@@ -74,7 +76,8 @@ class EngineRouter:
                 strategy = PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)
                 handle = EngineReplica.options(num_cpus=0, num_gpus=0, scheduling_strategy=strategy).remote(spec)
             else:
-                handle = EngineReplica.options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus).remote(spec)
+                handle = EngineReplica.options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
+                                               **OWN_PLACEMENT).remote(spec)
             handles.append(handle)
         router = cls(handles, spec.model, groups)
         router.placement = ray.get([h.ready.remote() for h in handles])

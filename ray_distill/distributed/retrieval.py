@@ -23,6 +23,7 @@ import ray
 
 from ray_distill.batching import MicroBatcher
 from ray_distill.compute import run_compute
+from ray_distill.distributed.cluster import OWN_PLACEMENT
 from ray_distill.tools.retrieval.index import Hit
 from ray_distill.tools.retrieval.shards import INDEX_FILE, IndexKind, Shard, merge_top_k
 
@@ -139,8 +140,8 @@ class RetrievalClient:
     def launch(cls, shard_dirs: Sequence[str | Path], embedder: str, replicas: int = 1, *,
                router_options: Optional[dict] = None, **router_kwargs) -> "RetrievalClient":
         """Start `replicas` copies of the service (each a router with its own shard actors) and wait until loaded."""
-        routers = [RetrievalRouter.options(**(router_options or {})).remote([str(d) for d in shard_dirs], embedder,
-                                                                            **router_kwargs)
+        routers = [RetrievalRouter.options(**OWN_PLACEMENT, **(router_options or {})).remote(
+                       [str(d) for d in shard_dirs], embedder, **router_kwargs)
                    for _ in range(replicas)]
         client = cls(routers)
         client.stats = ray.get([r.stats.remote() for r in routers])

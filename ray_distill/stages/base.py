@@ -7,7 +7,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Optional
 
 from ray_distill.config import ExperimentConfig
 
@@ -24,9 +24,10 @@ class Services:
             self._open[key] = (start(), close)
         return self._open[key][0]
 
-    def close(self) -> None:
-        while self._open:
-            key, (service, close) = self._open.popitem()
+    def close(self, kind: Optional[str] = None) -> None:
+        """Close every service, or those whose key starts with `kind` (e.g. "engine")."""
+        for key in [k for k in reversed(self._open) if kind is None or (isinstance(k, tuple) and k[0] == kind)]:
+            service, close = self._open.pop(key)
             try:
                 close(service)
             except Exception:  # the others must still be closed

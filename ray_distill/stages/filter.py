@@ -60,24 +60,10 @@ def _rescore(rows: list[dict], answer_field: str, ctx: StageContext) -> None:
 
 
 def _judge(tables: list[tuple[list[dict], str]], ctx: StageContext) -> int:
-    """The LLM judge's verdict on fact answers (an exact match, aliases included, stays correct);
-    returns the engine calls made."""
-    import asyncio
+    from ray_distill.stages.rollouts import judge_fact_answers
 
-    from ray_distill.scoring.judge import Judge
-    from ray_distill.stages.rollouts import engine_replicas
-
-    asks = [(row, field) for rows, field in tables for row in rows if row["domain"] == "fact"]
-    if not asks:
-        return 0
-    if ctx.config.scoring.judge != ctx.config.models.teacher:
-        ctx.services.close()  # the teacher's replicas would hold the resources the judge needs
-    judge = Judge(engine_replicas(ctx, ctx.config.teacher_engine, ctx.config.scoring.judge),
-                  ctx.run_dir / "filter" / "judge_cache.jsonl")
-    verdicts = asyncio.run(judge.judge_all([(row["question"], row[field], row["gold"]) for row, field in asks]))
-    for (row, _), verdict in zip(asks, verdicts):
-        row.update(judge_correct=verdict, correct=bool(verdict or row["exact_match"] == 1.0), score_method="judge")
-    return judge.asked
+    asks = [(row, field) for rows, field in tables for row in rows]
+    return judge_fact_answers(ctx, asks, ctx.run_dir / "filter" / "judge_cache.jsonl")
 
 
 def _write(rows: list[dict], drop_reason: Callable[[dict, Any], Optional[str]], ctx: StageContext,

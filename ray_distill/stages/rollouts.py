@@ -4,7 +4,7 @@ the retrieval service, and running items through the Ray Data rollout pipeline i
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from ray_distill.config import EngineConfig
 from ray_distill.data.benchmarks import default_data_dir
@@ -17,16 +17,17 @@ from ray_distill.stages.world import world_dir
 log = logging.getLogger(__name__)
 
 
-def train_items(ctx: StageContext, samples: int, seed: int,
-                temperature: Callable[[str], Optional[float]] = lambda name: None,
-                prefix: Callable[[str, str], Optional[str]] = lambda dataset, example_id: None) -> list[RolloutItem]:
-    """One item per (training question, sample): sample i is seeded with seed + i."""
+def question_items(ctx: StageContext, sets: Sequence[str], limit: Optional[int], samples: int, seed: int,
+                   temperature: Callable[[str], Optional[float]] = lambda name: None,
+                   prefix: Callable[[str, str], Optional[str]] = lambda dataset, example_id: None
+                   ) -> list[RolloutItem]:
+    """One item per (question of `sets`, sample): sample i is seeded with seed + i."""
     config = ctx.config
     items = []
-    for name in config.questions.train:
+    for name in sets:
         domain = domain_of(name)
         examples = load_examples(name, world_dir(ctx), default_data_dir(config.benchmarks.data_dir),
-                                 config.benchmarks.files, config.questions.limit)
+                                 config.benchmarks.files, limit)
         for example in examples:
             aliases = tuple(a for a in example.metadata.get("aliases", ()) if a != example.answer)
             for sample in range(samples):
@@ -36,16 +37,28 @@ def train_items(ctx: StageContext, samples: int, seed: int,
     return items
 
 
+def train_items(ctx: StageContext, samples: int, seed: int, **kwargs) -> list[RolloutItem]:
+    """The training questions' items (see `question_items`)."""
+    q = ctx.config.questions
+    return question_items(ctx, q.train, q.limit, samples, seed, **kwargs)
+
+
+def set_digests(ctx: StageContext, sets: Sequence[str]) -> dict[str, str]:
+    """Question set -> content hash of its file: records made from another version must not count as done."""
+    from ray_distill.data.datasets import file_digest, set_file
+
+    c = ctx.config
+    return {name: file_digest(set_file(name, world_dir(ctx), default_data_dir(c.benchmarks.data_dir),
+                                       c.benchmarks.files)) for name in sets}
+
+
 def source_settings(ctx: StageContext) -> dict[str, Any]:
     """What shapes a generation store's records besides the stage's own settings: the question
     files (by content) and how the teacher is served (backend, dtype, options; not its replicas).
     Adding a question set or editing its file therefore starts a new store."""
-    from ray_distill.data.datasets import file_digest, set_file
-
     c = ctx.config
-    files = {name: file_digest(set_file(name, world_dir(ctx), default_data_dir(c.benchmarks.data_dir),
-                                        c.benchmarks.files)) for name in c.questions.train}
-    return {"questions": files, "engine": repr(engine_spec(c.teacher_engine, c.models.teacher))}
+    return {"questions": set_digests(ctx, c.questions.train),
+            "engine": repr(engine_spec(c.teacher_engine, c.models.teacher))}
 
 
 def engine_spec(engine: EngineConfig, model: str):
@@ -84,14 +97,14 @@ def _close_router(router) -> None:
     asyncio.run(router.close())
 
 
-def check_capacity(ctx: StageContext, with_retrieval: bool) -> None:
+def check_capacity(ctx: StageContext, with_retrieval: bool, engine_section: str = "teacher_engine") -> None:
     """Fail early, naming each setting, when the stage's actors cannot fit a locally started Ray."""
     from ray_distill.distributed.cluster import require_resources
 
     c = ctx.config
-    e, r, q = c.teacher_engine, c.rollout, c.retrieval
+    e, r, q = getattr(c, engine_section), c.rollout, c.retrieval
     # A tensor-parallel replica reserves its CPUs once per GPU (one placement group bundle each).
-    plan = {"teacher_engine.replicas x cpus_per_replica (x gpus_per_replica above 1)":
+    plan = {f"{engine_section}.replicas x cpus_per_replica (x gpus_per_replica above 1)":
             (e.replicas * e.cpus_per_replica * max(1, e.gpus_per_replica), e.replicas * e.gpus_per_replica),
             "rollout.workers x worker_cpus": (r.workers * r.worker_cpus, 0.0)}
     if with_retrieval and not q.url:
@@ -138,9 +151,11 @@ def retrieval_settings(ctx: StageContext) -> dict[str, Any]:
     return {"index": str(index_dir(ctx)), "kind": c.index.kind, "embedder": c.models.embedder, "topk": c.retrieval.topk}
 
 
-def run_rollouts(ctx: StageContext, items: list[RolloutItem], store, spec_fields: dict[str, Any], desc: str):
-    """Run the store's missing items through the rollout workers (agents also get web_search);
-    returns the run counts. Services start only if some item is missing."""
+def run_rollouts(ctx: StageContext, items: list[RolloutItem], store, spec_fields: dict[str, Any], desc: str,
+                 engine_section: str = "teacher_engine", model: Optional[str] = None):
+    """Run the store's missing items through the rollout workers (agents also get web_search), with
+    `model` (default: the teacher) served as config section `engine_section` says; returns the run
+    counts. Services start only if some item is missing."""
     from ray_distill.distributed.rollouts import RolloutSpec, stream_outcomes
     from ray_distill.generation.driver import run_items
     from ray_distill.generation.rollout import Scoring
@@ -153,9 +168,9 @@ def run_rollouts(ctx: StageContext, items: list[RolloutItem], store, spec_fields
 
     def stream(todo):
         agents = spec_fields["kind"] == "agent"
-        check_capacity(ctx, with_retrieval=agents)
+        check_capacity(ctx, with_retrieval=agents, engine_section=engine_section)
         retrieval = retrieval_for_agents(ctx) if agents else {}
-        engine = engine_replicas(ctx, ctx.config.teacher_engine, ctx.config.models.teacher)
+        engine = engine_replicas(ctx, getattr(ctx.config, engine_section), model or ctx.config.models.teacher)
         spec = RolloutSpec(engine_replicas=tuple(engine.replicas), model=engine.model, **spec_fields, **retrieval)
         return stream_outcomes(todo, spec, workers=r.workers, worker_cpus=r.worker_cpus)
 
@@ -173,3 +188,23 @@ def store_summary(store, run: dict[str, Any]) -> dict[str, Any]:
     return {"dir": str(store.directory), "records": len(store), **run, "by_set": summarize(store.read(columns)),
             "failed_tries_by_kind": dict(failures)}
 
+
+
+def judge_fact_answers(ctx: StageContext, asks: list[tuple[dict, str]], cache_path) -> int:
+    """The LLM judge (scoring.judge, served like the teacher) on the fact rows among `asks` (row, answer
+    field): sets `judge_correct`, and `correct` (an exact match, aliases included, stays correct);
+    returns the engine calls made (the rest came from the cache)."""
+    import asyncio
+
+    from ray_distill.scoring.judge import Judge
+
+    asks = [(row, field) for row, field in asks if row["domain"] == "fact"]
+    if not asks:
+        return 0
+    if ctx.config.scoring.judge != ctx.config.models.teacher:
+        ctx.services.close(kind="engine")  # other models' replicas would hold the resources the judge needs
+    judge = Judge(engine_replicas(ctx, ctx.config.teacher_engine, ctx.config.scoring.judge), cache_path)
+    verdicts = asyncio.run(judge.judge_all([(row["question"], row[field], row["gold"]) for row, field in asks]))
+    for (row, _), verdict in zip(asks, verdicts):
+        row.update(judge_correct=verdict, correct=bool(verdict or row["exact_match"] == 1.0), score_method="judge")
+    return judge.asked

@@ -30,6 +30,12 @@ def source_file(ctx: StageContext) -> Path:
     return filter_dir(ctx) / ("trajectories.parquet" if ctx.config.train.data == "agent" else "cot.parquet")
 
 
+def training_label(config) -> str:
+    """What the student is trained on: cot, agent-ftp or agent-no-ftp."""
+    t = config.train
+    return t.data if t.data == "cot" else "agent-ftp" if config.generate.ftp else "agent-no-ftp"
+
+
 def train_dir(ctx: StageContext) -> Path:
     from ray_distill.agent import prompts
     from ray_distill.data.datasets import file_digest
@@ -37,8 +43,7 @@ def train_dir(ctx: StageContext) -> Path:
 
     c = ctx.config
     source = source_file(ctx)
-    label = c.train.data + ("" if c.train.data == "cot" else "-ftp" if c.generate.ftp else "-no-ftp")
-    return settings_dir(ctx.run_dir / "train" / label, {
+    return settings_dir(ctx.run_dir / "train" / training_label(c), {
         "student": c.models.student,
         "train": {k: v for k, v in asdict(c.train).items() if k not in _RUNTIME_ONLY},
         "data": file_digest(source) if source.is_file() else None,

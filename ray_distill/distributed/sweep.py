@@ -1,0 +1,89 @@
+"""The sweep on Ray Tune: one trial per (student, method), each a function trainable that trains
+and evaluates its cell of the table (`stages/sweep.py: run_trial`) and reports the accuracies.
+
+Trials hold only their driver's resources (`sweep.trial_cpus`): the Ray
+Train workers and student replicas a trial starts reserve their own, so on
+a fixed cluster the number of trials run at once is computed from what one
+trial needs (a trial that could never be placed is an error before Tune
+starts). Each experiment is named by the sweep's settings; rerunning the
+stage restores it, retrying errored trials and keeping finished ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+log = logging.getLogger(__name__)
+
+
+def concurrent_trials(per_trial: dict[str, tuple[float, float]], trials: int, configured: Optional[int]) -> int:
+    """Trials that can run at once. On a Ray this process started (fixed resources) that is what its
+    CPUs and GPUs fit, and a trial that fits nowhere is an error naming what it asks for; on a cluster
+    (autoscaler) every trial may start, unless `configured` says otherwise."""
+    import ray
+
+    from ray_distill.distributed.cluster import init_ray, require_resources, started_locally
+
+    init_ray()
+    if not started_locally():
+        return min(configured or trials, trials)
+    require_resources(per_trial)
+    have = ray.cluster_resources()
+    fit = trials
+    for n, unit in ((0, "CPU"), (1, "GPU")):
+        wanted = max(v[n] for v in per_trial.values())
+        if wanted > 0:
+            fit = min(fit, math.floor(have.get(unit, 0) / wanted + 1e-9))
+    return max(1, min(fit, configured or fit))
+
+
+def run_tune(trainable: Callable[[dict], dict[str, Any]], keys: list[tuple[str, str]], storage: Path, name: str,
+             trial_cpus: float, max_concurrent: int) -> list[dict[str, Any]]:
+    """Run `trainable(params)` for each (student, method) in `keys` as a Tune grid; returns per trial its
+    params, status, metrics, error and trial directory."""
+    from ray import tune
+
+    students = list(dict.fromkeys(s for s, _ in keys))
+    methods = list(dict.fromkeys(m for _, m in keys))
+    if len(students) * len(methods) != len(keys):
+        raise ValueError("the sweep's trials must be every student with every method")
+
+    def trial(params: dict) -> None:
+        tune.report(trainable(params))
+
+    # Tune refuses a trial that reserves nothing; a MiB of memory lets trial_cpus be 0.
+    runnable = tune.with_resources(trial, {"cpu": trial_cpus, "memory": 1 << 20})
+    path = storage / name
+    if tune.Tuner.can_restore(str(path)):
+        log.info("restoring the Tune experiment at %s (finished trials are kept, errored ones retried)", path)
+        tuner = tune.Tuner.restore(str(path), runnable, resume_errored=False, restart_errored=True)
+    else:
+        tuner = tune.Tuner(
+            runnable,
+            param_space={"student": tune.grid_search(students), "method": tune.grid_search(methods)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+            run_config=tune.RunConfig(name=name, storage_path=str(storage.resolve()), verbose=1,
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+    grid = tuner.fit()
+    outcomes = []
+    for result in grid:
+        params = result.config or {}
+        outcomes.append({"student": params.get("student"), "method": params.get("method"),
+                         "status": "ERROR" if result.error else "TERMINATED",
+                         "metrics": {k: v for k, v in (result.metrics or {}).items() if _reported(k)},
+                         "error": _first_line(result.error) if result.error else None, "dir": result.path})
+    return outcomes
+
+
+def _reported(key: str) -> bool:
+    # Tune adds bookkeeping (time, host, pid, ...) to every result; ours are the accuracies and counts.
+    return key.startswith(("accuracy", "average", "train_", "parse_errors", "execution_errors"))
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[-1] if lines else type(error).__name__

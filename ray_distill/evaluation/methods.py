@@ -1,0 +1,29 @@
+"""Which of the paper's methods (Table 2's columns) an evaluation is, from how the model was trained and run."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+# Table 2's columns in the paper's order; the prompted agent (no training) is ours, for the quickstart.
+METHOD_ORDER = ("CoT prompt", "CoT prompt +SC", "agent prompt", "agent prompt +SAG", "CoT distill",
+                "CoT distill +SC", "agent distill", "+FTP", "+SAG", "+FTP+SAG")
+
+
+def method_label(training: Optional[str], mode: str, sag: int = 1, self_consistency: int = 1) -> str:
+    """`training`: None (the base model), "cot", "agent-no-ftp" or "agent-ftp"."""
+    sc = " +SC" if mode == "cot" and self_consistency > 1 else ""
+    with_sag = mode == "agent" and sag > 1
+    if training is None:
+        return f"CoT prompt{sc}" if mode == "cot" else "agent prompt" + (" +SAG" if with_sag else "")
+    if training == "cot" and mode == "cot":
+        return f"CoT distill{sc}"
+    if training.startswith("agent") and mode == "agent":
+        ftp = training == "agent-ftp"
+        if not with_sag:
+            return "+FTP" if ftp else "agent distill"
+        return "+FTP+SAG" if ftp else "+SAG"
+    return f"{training} data, {mode} mode" + (f" SAG {sag}" if with_sag else "") + sc
+
+
+def method_rank(label: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(label), "") if label in METHOD_ORDER else (len(METHOD_ORDER), label)

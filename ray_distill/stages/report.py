@@ -1,0 +1,75 @@
+"""Stage `report`: every evaluation of the run in one place.
+
+Collects the `results.json` of every evaluation in the run directory
+(each model, method and setting evaluated so far, sweep trials included)
+and writes `report/report.md` (average accuracy per student and method,
+laid out like the paper's Table 2, then per benchmark with error counts,
+then EM/F1 and the judge for fact sets), `report/accuracy.png` (average
+accuracy against student size, a line per method) and
+`report/results.json` (all of it, machine-readable).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ray_distill.errors import UserError
+from ray_distill.stages.base import Stage, StageContext
+
+
+def report_dir(ctx: StageContext) -> Path:
+    return ctx.run_dir / "report"
+
+
+def evaluation_results(run_dir: Path) -> list[dict]:
+    """The results of every finished evaluation under `run_dir`."""
+    from ray_distill.stages.evaluate import RESULTS
+
+    return [json.loads(path.read_text()) for path in sorted((run_dir / "evaluate").glob(f"*/*/{RESULTS}"))]
+
+
+def write_report(results: list[dict], out: Path) -> dict[str, Any]:
+    from ray_distill.evaluation.report import markdown, plot, results_payload
+    from ray_distill.fileio import write_json_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(markdown(results))
+    png = plot(results, out / "accuracy.png")
+    write_json_atomic(out / "results.json", results_payload(results), indent=2)
+    return {"markdown": str(out / "report.md"), "plot": str(png) if png else None,
+            "results": str(out / "results.json"), "evaluations": len(results)}
+
+
+def _sources(ctx: StageContext) -> list[str]:
+    from ray_distill.stages.evaluate import RESULTS
+
+    return sorted(str(p.relative_to(ctx.run_dir)) + f"@{p.stat().st_mtime_ns}"
+                  for p in (ctx.run_dir / "evaluate").glob(f"*/*/{RESULTS}"))
+
+
+def _run(ctx: StageContext) -> dict[str, Any]:
+    from ray_distill.fileio import write_json_atomic
+
+    results = evaluation_results(ctx.run_dir)
+    if not results:
+        raise UserError(f"no evaluation results under {ctx.run_dir / 'evaluate'}; run `ray-distill evaluate CONFIG` "
+                        "first")
+    summary = write_report(results, report_dir(ctx))
+    write_json_atomic(report_dir(ctx) / "sources.json", _sources(ctx))
+    return summary
+
+
+def _is_complete(ctx: StageContext) -> bool:
+    sources = report_dir(ctx) / "sources.json"
+    return sources.is_file() and json.loads(sources.read_text()) == _sources(ctx)
+
+
+STAGE = Stage(
+    name="report",
+    help="tabulate every evaluation of the run (Table 2 layout), plot accuracy against student size",
+    inputs=(),
+    run=_run,
+    is_complete=_is_complete,
+)

@@ -1,0 +1,162 @@
+"""Stage `sweep`: the paper's Table 2 as a Ray Tune grid (METHOD.md, "Results to reproduce").
+
+Trials are students x methods (`evaluation/grid.py`): the CoT-prompted
+base student, the CoT-distillation baseline, and agent distillation with
+FTP on/off x SAG on/off. First the teacher's data is made once per FTP
+setting the trials need (the `cot`, `generate` and `filter` stages, each
+skipped when done); then every trial trains its student (trials that
+differ only in SAG share one training run, under a file lock) and
+evaluates it, and reports its accuracies to Tune. Tune's experiment lives
+in `sweep/<experiment>/` (one TensorBoard run per trial); `sweep/trials.md`
+lists every trial and its accuracy. The `report` stage then tabulates
+all evaluations of the run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ray_distill.config import ExperimentConfig
+from ray_distill.errors import UserError
+from ray_distill.stages.base import Stage, StageContext
+
+log = logging.getLogger(__name__)
+
+
+def sweep_dir(ctx: StageContext) -> Path:
+    return ctx.run_dir / "sweep"
+
+
+def _teacher_data(ctx: StageContext) -> None:
+    """The cot, generate and filter stages for each FTP setting the trials train on (done ones are skipped)."""
+    from ray_distill.evaluation.grid import teacher_settings
+    from ray_distill.stages import STAGES
+
+    s = ctx.config.sweep
+    for config in teacher_settings(ctx.config):
+        teacher = StageContext(config=config, run_dir=ctx.run_dir, progress=ctx.progress, services=ctx.services)
+        needed = ("cot", "generate", "filter") if (config.generate.ftp or s.cot_distill) else ("generate", "filter")
+        for name in needed:
+            if not STAGES[name].is_complete(teacher):
+                log.info("[sweep] teacher data, generate.ftp=%s: %s", config.generate.ftp, name)
+                STAGES[name].run(teacher)
+    ctx.services.close()  # the teacher's replicas would hold what the trials need
+
+
+def run_trial(config: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
+    """Train (unless done, or another trial is training the same student) and evaluate one trial's config;
+    returns the metrics Tune records."""
+    from filelock import FileLock
+
+    from ray_distill.stages import evaluate, train
+    from ray_distill.training.export import EXPORT_INFO
+
+    ctx = StageContext(config=config, run_dir=run_dir, progress=False)
+    try:
+        if config.evaluate.models == ["distilled"]:
+            with FileLock(str(train.train_dir(ctx) / ".lock")):
+                if not train.STAGE.is_complete(ctx):
+                    train.STAGE.run(ctx)
+        if not evaluate.STAGE.is_complete(ctx):
+            evaluate.STAGE.run(ctx)
+    finally:
+        ctx.services.close()
+    model = evaluate.evaluated_models(ctx)[0]
+    results = json.loads((evaluate.evaluate_dir(ctx, model) / evaluate.RESULTS).read_text())
+    metrics: dict[str, Any] = {"average": results["average"]}
+    for name, m in results["sets"].items():
+        metrics[f"accuracy/{name}"] = m["accuracy"]
+        for key in ("parse_errors", "execution_errors"):
+            if key in m:
+                metrics[key] = metrics.get(key, 0) + m[key]
+    if model.training is not None:
+        export = json.loads((Path(model.name) / EXPORT_INFO).read_text())
+        metrics.update(train_steps=export.get("steps"), train_final_loss=export.get("final_loss"))
+    return metrics
+
+
+def _trainable(configs: dict[tuple[str, str], ExperimentConfig], run_dir: str, params: dict) -> dict[str, Any]:
+    import os
+
+    # Tune starts each trial in its own log folder; the config's relative paths are the job's.
+    os.chdir(os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd()))
+    return run_trial(configs[(params["student"], params["method"])], Path(run_dir))
+
+
+def per_trial_resources(ctx: StageContext) -> dict[str, tuple[float, float]]:
+    """What one trial holds at its peak: training, then serving its student (never both at once)."""
+    from ray_distill.stages.index import index_built, index_dir, shard_dirs
+
+    c = ctx.config
+    t, e, r, q = c.train, c.student_engine, c.rollout, c.retrieval
+    shards = len(shard_dirs(index_dir(ctx))) if not q.url and index_built(ctx) else 0
+    training = (t.workers * t.cpus_per_worker, float(t.workers * t.gpus_per_worker))
+    serving = (e.replicas * e.cpus_per_replica * max(1, e.gpus_per_replica) + r.workers * r.worker_cpus
+               + q.replicas * (q.router_cpus + shards * q.shard_cpus),
+               float(e.replicas * e.gpus_per_replica + q.replicas * shards * q.shard_gpus))
+    peak = (max(training[0], serving[0]) + c.sweep.trial_cpus, max(training[1], serving[1]))
+    return {"one trial: sweep.trial_cpus + the larger of train.workers x (cpus|gpus)_per_worker and "
+            "student_engine replicas + rollout workers + retrieval": peak}
+
+
+def trials_table(outcomes: list[dict]) -> str:
+    sets = list(dict.fromkeys(k.split("/", 1)[1] for o in outcomes for k in o["metrics"] if k.startswith("accuracy/")))
+    lines = ["| student | method | status | " + " | ".join(sets) + " | avg |", "|---" * (len(sets) + 4) + "|"]
+    for o in outcomes:
+        m = o["metrics"]
+        cells = ["" if m.get(f"accuracy/{s}") is None else f"{100 * m[f'accuracy/{s}']:.2f}" for s in sets]
+        avg = "" if m.get("average") is None else f"{100 * m['average']:.2f}"
+        status = o["status"] if not o["error"] else f"ERROR: {o['error'][:120]}"
+        lines.append(f"| {o['student']} | {o['method']} | {status} | " + " | ".join(cells) + f" | {avg} |")
+    return "\n".join(lines) + "\n"
+
+
+def _run(ctx: StageContext) -> dict[str, Any]:
+    from ray_distill.distributed.sweep import concurrent_trials, run_tune
+    from ray_distill.evaluation.grid import sweep_trials
+    from ray_distill.fileio import write_json_atomic
+
+    trials = sweep_trials(ctx.config)
+    _teacher_data(ctx)
+    at_once = concurrent_trials(per_trial_resources(ctx), len(trials), ctx.config.sweep.max_concurrent_trials)
+    log.info("[sweep] %d trials (%s), %d at a time", len(trials),
+             ", ".join(dict.fromkeys(t.method for t in trials)), at_once)
+    configs = {(t.student, t.method): t.config for t in trials}
+    out = sweep_dir(ctx)
+    name = f"tune-{STAGE.fingerprint(ctx.config)}"
+    outcomes = run_tune(functools.partial(_trainable, configs, str(ctx.run_dir.resolve())), list(configs),
+                        out, name, ctx.config.sweep.trial_cpus, at_once)
+    order = {key: i for i, key in enumerate(configs)}
+    outcomes.sort(key=lambda o: order.get((o["student"], o["method"]), len(order)))
+    (out / "trials.md").write_text(trials_table(outcomes))
+    write_json_atomic(out / "trials.json", outcomes, indent=2)
+    errored = [o for o in outcomes if o["error"]]
+    if errored:
+        raise UserError(f"{len(errored)} of {len(outcomes)} sweep trials failed (see {out / 'trials.md'}): "
+                        + "; ".join(f"{o['student']} {o['method']}: {o['error']}" for o in errored[:3])
+                        + "; run the stage again to retry them")
+    return {"trials": len(outcomes), "at_once": at_once, "table": str(out / "trials.md"),
+            "tune": str(out / name), "tensorboard": f"tensorboard --logdir {out / name}"}
+
+
+def _is_complete(ctx: StageContext) -> bool:
+    from ray_distill.evaluation.grid import sweep_trials
+    from ray_distill.stages import evaluate
+
+    return (sweep_dir(ctx) / "trials.json").is_file() and all(
+        evaluate.STAGE.is_complete(StageContext(config=t.config, run_dir=ctx.run_dir, progress=False))
+        for t in sweep_trials(ctx.config))
+
+
+STAGE = Stage(
+    name="sweep",
+    help="Ray Tune over students x FTP x SAG plus the CoT baselines: each trial trains and evaluates",
+    inputs=("models", "questions", "generate", "cot", "retrieval", "index", "scoring", "filter", "train",
+            "student_engine", "evaluate", "benchmarks", "sweep"),
+    run=_run,
+    is_complete=_is_complete,
+)

@@ -1,0 +1,155 @@
+"""The evaluate, report and sweep stages for real: a tiny model served by Ray, real sandboxes and index,
+the paper's benchmark files, and Ray Tune running a 2x2 grid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import SHARED_BENCHMARKS
+from test_generation_stages import write_config
+
+from ray_distill.cli import main
+from ray_distill.config import load_config
+from ray_distill.data.benchmarks import BENCHMARKS, find_benchmark, load_benchmark
+from ray_distill.errors import UserError
+from ray_distill.generation.store import read_records
+from ray_distill.stages import STAGES
+from ray_distill.stages.base import StageContext
+from ray_distill.stages.pipeline import run_pipeline
+
+pytestmark = pytest.mark.slow
+
+TINY_STUDENT = {"models": {"teacher": "tiny-random", "student": "tiny-random"},
+                "student_engine": {"dtype": "float32"}}
+
+
+def evaluation(config, mode_label: str) -> dict:
+    from ray_distill.stages.report import evaluation_results
+
+    [found] = [r for r in evaluation_results(Path(config.run.dir)) if r["method"] == mode_label]
+    return found
+
+
+def shared_sets() -> list[str]:
+    names = []
+    for name in BENCHMARKS:
+        try:
+            find_benchmark(name, SHARED_BENCHMARKS)
+            names.append(name)
+        except UserError:
+            pass
+    return names
+
+
+def test_evaluate_reads_every_shared_benchmark_file_by_name_in_both_modes(tmp_path, local_ray, capsys):
+    sets = shared_sets()
+    files = {find_benchmark(name, SHARED_BENCHMARKS) for name in sets}
+    assert files == {p for p in SHARED_BENCHMARKS.iterdir() if p.is_file()}  # every file is some benchmark's
+    path = write_config(tmp_path, run={"stages": ["world", "index", "evaluate", "report"]}, **TINY_STUDENT,
+                        benchmarks={"data_dir": str(SHARED_BENCHMARKS)},
+                        evaluate={"models": ["base"], "sets": sets, "limit": 1, "max_steps": 1,
+                                  "max_new_tokens": 16})
+    agent = load_config(path)
+    run_pipeline(agent, progress=False)
+    cot_overrides = ["evaluate.mode=cot", "run.stages=[evaluate,report]"]
+    cot = load_config(path, cot_overrides)
+    assert main(["-q", "run", str(path), *cot_overrides]) == 0
+    printed = capsys.readouterr().out  # `run` ends with the report's tables
+    assert "| student | CoT prompt | agent prompt |" in printed and "accuracy.png" in printed
+
+    for config, method in ((agent, "agent prompt"), (cot, "CoT prompt")):
+        found = evaluation(config, method)
+        assert list(found["sets"]) == sets
+        for name in sets:
+            metrics = found["sets"][name]
+            assert metrics["questions"] == 1
+            assert ("exact_match" in metrics) == (BENCHMARKS[name].domain == "fact")
+        rows = read_records(found["dir"]).to_pylist()
+        for name in sets:
+            first = load_benchmark(name, SHARED_BENCHMARKS).examples[0]
+            [row] = [r for r in rows if r["dataset"] == name]
+            assert (row["example_id"], row["question"], row["gold"]) == (first.id, first.question, first.answer)
+    report = (Path(agent.run.dir) / "report" / "report.md").read_text().splitlines()
+    assert report[2] == "| student | CoT prompt | agent prompt |"
+    assert (Path(agent.run.dir) / "report" / "accuracy.png").is_file()
+
+
+def test_evaluate_resumes_adds_questions_and_runs_sag_self_consistency_and_the_judge(tmp_path, local_ray):
+    path = write_config(tmp_path, run={"stages": ["world", "index", "evaluate"]}, **TINY_STUDENT,
+                        evaluate={"models": ["base"], "limit": 1, "max_steps": 1, "max_new_tokens": 16, "sag": 2})
+    config = load_config(path)
+    run_pipeline(config, progress=False)
+    ctx = StageContext(config, Path(config.run.dir))
+    assert STAGES["evaluate"].is_complete(ctx)
+    found = evaluation(config, "agent prompt +SAG")
+    rows = read_records(found["dir"]).to_pylist()
+    assert len(rows) == 2 and all(step["candidates"] == 2 for row in rows for step in row["steps"])
+
+    more = load_config(path, ["evaluate.limit=2"])
+    assert not STAGES["evaluate"].is_complete(StageContext(more, Path(more.run.dir)))
+    summary = run_pipeline(more, ["evaluate"], progress=False)["stages"]["evaluate"]["summary"]
+    found = evaluation(more, "agent prompt +SAG")
+    assert found["run"]["ran"] == 2  # only the new question of each set
+    assert {name: m["questions"] for name, m in found["sets"].items()} == {"world-fact-test": 2, "world-math-test": 2}
+    assert summary["base"]["results"] == str(Path(found["dir"]) / "results.json")
+
+    cot = load_config(path, ["evaluate.mode=cot", "evaluate.self_consistency=2", "evaluate.temperature=0.8",
+                             "scoring.judge=tiny-random", "teacher_engine.dtype=float32"])
+    run_pipeline(cot, ["evaluate"], progress=False)
+    found = evaluation(cot, "CoT prompt +SC")
+    fact = found["sets"]["world-fact-test"]
+    # Every fact answer has the judge's verdict (the tiny model marks no answer, so none needed a call).
+    assert fact["samples_per_question"] == 2 and "judge_accuracy" in fact
+
+
+def test_evaluating_an_untrained_distilled_student_names_the_missing_stage(tmp_path, local_ray):
+    path = write_config(tmp_path, run={"stages": ["world", "evaluate"]}, **TINY_STUDENT,
+                        evaluate={"models": ["distilled"], "limit": 1})
+    with pytest.raises(UserError, match="run `ray-distill filter CONFIG` first|run `ray-distill train CONFIG` first"):
+        run_pipeline(load_config(path), progress=False)
+
+
+def test_a_2x2_sweep_runs_through_ray_tune_and_reports_every_trial(tmp_path, local_ray):
+    """Student x FTP x SAG = 1 x 2 x 2 trials; SAG shares the trained student, so two trainings."""
+    path = write_config(
+        tmp_path, run={"stages": ["world", "index", "sweep", "report"]},
+        models={"teacher": "world-oracle", "student": "tiny-random"}, student_engine={"dtype": "float32"},
+        teacher_engine={"backend": "oracle", "cpus_per_replica": 0, "options": {"world_dir": str(tmp_path / "run/world")}},
+        generate={"max_steps": 4},
+        train={"max_length": 2048, "epochs": 1, "global_batch_size": 4, "lora_r": 8, "lora_alpha": 16,
+               "cpus_per_worker": 1},
+        evaluate={"limit": 1, "max_steps": 1, "max_new_tokens": 16},
+        sweep={"ftp": [False, True], "sag": [1, 2], "cot_distill": False, "cot_prompt": False})
+    config = load_config(path)
+    manifest = run_pipeline(config, progress=False)
+    run_dir = Path(config.run.dir)
+    trials = json.loads((run_dir / "sweep" / "trials.json").read_text())
+    assert [(t["method"], t["status"]) for t in trials] == [
+        ("agent distill", "TERMINATED"), ("+FTP", "TERMINATED"), ("+SAG", "TERMINATED"), ("+FTP+SAG", "TERMINATED")]
+    assert all(t["metrics"]["average"] is not None and t["metrics"]["train_steps"] >= 1 for t in trials)
+    trained = sorted(p.parent.parent.name for p in (run_dir / "train").glob("*/*/model"))
+    assert trained == ["agent-ftp", "agent-no-ftp"]  # SAG trials reused their student
+    for trial in trials:  # Tune's own record of each trial, TensorBoard included
+        assert any(Path(trial["dir"]).glob("events.out.tfevents*")) and (Path(trial["dir"]) / "result.json").is_file()
+    assert manifest["stages"]["sweep"]["summary"]["at_once"] >= 1
+    report = (run_dir / "report" / "report.md").read_text().splitlines()
+    assert report[2] == "| student | agent distill | +FTP | +SAG | +FTP+SAG |"
+    assert "| tiny-random" in (run_dir / "sweep" / "trials.md").read_text()
+
+    rerun = run_pipeline(config, progress=False)
+    assert rerun["stages"]["sweep"]["finished_at"] == manifest["stages"]["sweep"]["finished_at"]  # skipped
+
+
+def test_concurrent_trials_follow_the_local_rays_resources_and_unplaceable_trials_fail_early(local_ray):
+    from ray_distill.distributed.sweep import concurrent_trials
+
+    assert concurrent_trials({"one trial": (1.0, 0.0)}, trials=6, configured=None) == 4  # the fixture's 4 CPUs
+    assert concurrent_trials({"one trial": (1.5, 0.0)}, trials=6, configured=None) == 2
+    assert concurrent_trials({"one trial": (1.0, 0.0)}, trials=3, configured=None) == 3
+    assert concurrent_trials({"one trial": (1.0, 0.0)}, trials=6, configured=1) == 1
+    with pytest.raises(UserError, match="needs 8 CPUs .*one trial = 8.* has 4"):
+        concurrent_trials({"one trial": (8.0, 0.0)}, trials=2, configured=None)
+    with pytest.raises(UserError, match="needs 1 GPUs"):
+        concurrent_trials({"one trial": (1.0, 1.0)}, trials=2, configured=None)
