@@ -83,14 +83,14 @@ def test_evaluate_resumes_adds_questions_and_runs_sag_self_consistency_and_the_j
     run_pipeline(config, progress=False)
     ctx = StageContext(config, Path(config.run.dir))
     assert STAGES["evaluate"].is_complete(ctx)
-    found = evaluation(config, "agent prompt +SAG")
+    found = evaluation(config, "agent prompt +SAG(N=2)")
     rows = read_records(found["dir"]).to_pylist()
     assert len(rows) == 2 and all(step["candidates"] == 2 for row in rows for step in row["steps"])
 
     more = load_config(path, ["evaluate.limit=2"])
     assert not STAGES["evaluate"].is_complete(StageContext(more, Path(more.run.dir)))
     summary = run_pipeline(more, ["evaluate"], progress=False)["stages"]["evaluate"]["summary"]
-    found = evaluation(more, "agent prompt +SAG")
+    found = evaluation(more, "agent prompt +SAG(N=2)")
     assert found["run"]["ran"] == 2  # only the new question of each set
     assert {name: m["questions"] for name, m in found["sets"].items()} == {"world-fact-test": 2, "world-math-test": 2}
     assert summary["base"]["results"] == str(Path(found["dir"]) / "results.json")
@@ -98,7 +98,7 @@ def test_evaluate_resumes_adds_questions_and_runs_sag_self_consistency_and_the_j
     cot = load_config(path, ["evaluate.mode=cot", "evaluate.self_consistency=2", "evaluate.temperature=0.8",
                              "scoring.judge=tiny-random", "teacher_engine.dtype=float32"])
     run_pipeline(cot, ["evaluate"], progress=False)
-    found = evaluation(cot, "CoT prompt +SC")
+    found = evaluation(cot, "CoT prompt +SC(N=2)")
     fact = found["sets"]["world-fact-test"]
     # Every fact answer has the judge's verdict (the tiny model marks no answer, so none needed a call).
     assert fact["samples_per_question"] == 2 and "judge_accuracy" in fact
@@ -107,7 +107,7 @@ def test_evaluate_resumes_adds_questions_and_runs_sag_self_consistency_and_the_j
 def test_evaluating_an_untrained_distilled_student_names_the_missing_stage(tmp_path, local_ray):
     path = write_config(tmp_path, run={"stages": ["world", "evaluate"]}, **TINY_STUDENT,
                         evaluate={"models": ["distilled"], "limit": 1})
-    with pytest.raises(UserError, match="run `ray-distill filter CONFIG` first|run `ray-distill train CONFIG` first"):
+    with pytest.raises(UserError, match="not trained: no export at .*run `ray-distill train CONFIG` first"):
         run_pipeline(load_config(path), progress=False)
 
 
@@ -127,7 +127,8 @@ def test_a_2x2_sweep_runs_through_ray_tune_and_reports_every_trial(tmp_path, loc
     run_dir = Path(config.run.dir)
     trials = json.loads((run_dir / "sweep" / "trials.json").read_text())
     assert [(t["method"], t["status"]) for t in trials] == [
-        ("agent distill", "TERMINATED"), ("+FTP", "TERMINATED"), ("+SAG", "TERMINATED"), ("+FTP+SAG", "TERMINATED")]
+        ("agent distill", "TERMINATED"), ("+FTP", "TERMINATED"), ("+SAG(N=2)", "TERMINATED"),
+        ("+FTP+SAG(N=2)", "TERMINATED")]
     assert all(t["metrics"]["average"] is not None and t["metrics"]["train_steps"] >= 1 for t in trials)
     trained = sorted(p.parent.parent.name for p in (run_dir / "train").glob("*/*/model"))
     assert trained == ["agent-ftp", "agent-no-ftp"]  # SAG trials reused their student
@@ -135,7 +136,7 @@ def test_a_2x2_sweep_runs_through_ray_tune_and_reports_every_trial(tmp_path, loc
         assert any(Path(trial["dir"]).glob("events.out.tfevents*")) and (Path(trial["dir"]) / "result.json").is_file()
     assert manifest["stages"]["sweep"]["summary"]["at_once"] >= 1
     report = (run_dir / "report" / "report.md").read_text().splitlines()
-    assert report[2] == "| student | agent distill | +FTP | +SAG | +FTP+SAG |"
+    assert report[2] == "| student | agent distill | +FTP | +SAG(N=2) | +FTP+SAG(N=2) |"
     assert "| tiny-random" in (run_dir / "sweep" / "trials.md").read_text()
 
     rerun = run_pipeline(config, progress=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 
 import pytest
 
@@ -45,10 +44,11 @@ def test_agent_metrics_count_what_went_wrong_beside_the_accuracy():
 
 
 def test_self_consistency_takes_the_most_common_answer_after_normalisation():
-    samples = [cot("q", 0, "1/2", False), cot("q", 1, "\\frac{1}{2}", True), cot("q", 2, "0.5", True),
-               cot("q", 3, "3", False), cot("q", 4, "3", False)]
-    # "3" twice beats the three spellings of a half, which normalise differently: counts decide, not scores.
-    assert self_consistent(samples, "answer")["answer"] == "3"
+    samples = [cot("q", 0, "3", False), cot("q", 1, "\\frac{1}{2}", True), cot("q", 2, "0.5", True),
+               cot("q", 3, "3", False), cot("q", 4, "1/2", True)]
+    # Three spellings of a half are one answer, which beats "3" twice; the first of them represents it.
+    assert self_consistent(samples, "answer")["sample"] == 1
+    assert self_consistent(samples[:4], "answer")["answer"] == "3"  # 2 against 2: the answer seen first
     # Ties go to the answer given first; unanswered samples do not vote.
     tie = [cot("q", 0, None, False), cot("q", 1, "7", True), cot("q", 2, "8", False)]
     assert self_consistent(tie, "answer")["answer"] == "7"
@@ -80,7 +80,9 @@ def test_methods_are_the_columns_of_table_2():
     assert method_label("agent-no-ftp", "agent", sag=8) == "+SAG"
     assert method_label("agent-ftp", "agent", sag=8) == "+FTP+SAG"
     assert method_label(None, "agent") == "agent prompt"
-    assert method_label("cot", "cot", self_consistency=5) == "CoT distill +SC"
+    assert method_label("cot", "cot", self_consistency=5) == "CoT distill +SC(N=5)"
+    # SAG's N is named unless it is the paper's 8, so sweeps over several N keep their trials apart.
+    assert method_label("agent-ftp", "agent", sag=4) == "+FTP+SAG(N=4)" != method_label("agent-ftp", "agent", sag=8)
     assert method_label("agent-ftp", "cot") not in METHOD_ORDER  # a combination the paper does not report
 
 
@@ -138,7 +140,7 @@ def sweep_config(**sweep):
     return load_config("experiments/quickstart.yaml", ["sweep.students=[tiny-random,smollm2-135m-instruct]", *overrides])
 
 
-def test_the_sweep_grid_is_students_by_methods_and_shares_teacher_data():
+def test_the_sweep_grid_is_students_by_methods_and_shares_teacher_data(tmp_path):
     config = sweep_config()
     trials = sweep_trials(config)
     methods = ["CoT prompt", "CoT distill", "agent distill", "+FTP", "+SAG", "+FTP+SAG"]
@@ -155,13 +157,15 @@ def test_the_sweep_grid_is_students_by_methods_and_shares_teacher_data():
     from ray_distill.stages.base import StageContext
     from ray_distill.stages.train import train_dir
 
-    ctxs = {m: StageContext(c, Path("/tmp/unused-run")) for m, c in by_method.items()}
+    ctxs = {m: StageContext(c, tmp_path) for m, c in by_method.items()}
     assert train_dir(ctxs["+FTP"]) == train_dir(ctxs["+FTP+SAG"]) != train_dir(ctxs["+SAG"])
 
 
 def test_a_2x2_grid_and_config_errors():
     trials = sweep_trials(sweep_config(students="[tiny-random]", sag="[1,2]", cot_distill=False, cot_prompt=False))
-    assert [t.method for t in trials] == ["agent distill", "+FTP", "+SAG", "+FTP+SAG"]
+    assert [t.method for t in trials] == ["agent distill", "+FTP", "+SAG(N=2)", "+FTP+SAG(N=2)"]
+    several = sweep_trials(sweep_config(students="[tiny-random]", sag="[1,4,8]", cot_distill=False, cot_prompt=False))
+    assert len({t.method for t in several}) == len(several) == 6
     with pytest.raises(ConfigError, match="sweep.ftp: is empty and both CoT baselines are off"):
         sweep_config(ftp="[]", cot_distill=False, cot_prompt=False)
     with pytest.raises(ConfigError, match="evaluate.self_consistency: needs temperature > 0"):

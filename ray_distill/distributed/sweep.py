@@ -2,11 +2,13 @@
 and evaluates its cell of the table (`stages/sweep.py: run_trial`) and reports the accuracies.
 
 Trials hold only their driver's resources (`sweep.trial_cpus`): the Ray
-Train workers and student replicas a trial starts reserve their own, so on
-a fixed cluster the number of trials run at once is computed from what one
-trial needs (a trial that could never be placed is an error before Tune
-starts). Each experiment is named by the sweep's settings; rerunning the
-stage restores it, retrying errored trials and keeping finished ones.
+Train workers and student replicas a trial starts reserve their own, so
+the number of trials run at once is computed from what one trial needs and
+what the cluster has (on a Ray this process started, a trial that could
+never be placed is an error before Tune starts). Every invocation is a new
+Tune experiment: a trial whose student is trained and evaluated already
+finishes in seconds from the stage outputs, so rerunning after a failure
+only does the missing work, and a changed config never reuses stale trials.
 """
 
 from __future__ import annotations
@@ -20,24 +22,26 @@ log = logging.getLogger(__name__)
 
 
 def concurrent_trials(per_trial: dict[str, tuple[float, float]], trials: int, configured: Optional[int]) -> int:
-    """Trials that can run at once. On a Ray this process started (fixed resources) that is what its
-    CPUs and GPUs fit, and a trial that fits nowhere is an error naming what it asks for; on a cluster
-    (autoscaler) every trial may start, unless `configured` says otherwise."""
+    """Trials that can run at once: what the cluster's CPUs and GPUs fit now, at least one. On a Ray this
+    process started (fixed resources) a trial that fits nowhere is an error naming what it asks for, and
+    `configured` can only lower the number; on a cluster `configured` wins, so an autoscaler can add the
+    nodes for more trials than fit now."""
     import ray
 
     from ray_distill.distributed.cluster import init_ray, require_resources, started_locally
 
     init_ray()
-    if not started_locally():
-        return min(configured or trials, trials)
-    require_resources(per_trial)
+    require_resources(per_trial)  # only checks on a Ray this process started
     have = ray.cluster_resources()
     fit = trials
     for n, unit in ((0, "CPU"), (1, "GPU")):
-        wanted = max(v[n] for v in per_trial.values())
+        wanted = sum(v[n] for v in per_trial.values())
         if wanted > 0:
             fit = min(fit, math.floor(have.get(unit, 0) / wanted + 1e-9))
-    return max(1, min(fit, configured or fit))
+    fit = max(1, fit)
+    if configured is None:
+        return fit
+    return min(configured, fit, trials) if started_locally() else min(configured, trials)
 
 
 def run_tune(trainable: Callable[[dict], dict[str, Any]], keys: list[tuple[str, str]], storage: Path, name: str,
@@ -56,18 +60,13 @@ def run_tune(trainable: Callable[[dict], dict[str, Any]], keys: list[tuple[str, 
 
     # Tune refuses a trial that reserves nothing; a MiB of memory lets trial_cpus be 0.
     runnable = tune.with_resources(trial, {"cpu": trial_cpus, "memory": 1 << 20})
-    path = storage / name
-    if tune.Tuner.can_restore(str(path)):
-        log.info("restoring the Tune experiment at %s (finished trials are kept, errored ones retried)", path)
-        tuner = tune.Tuner.restore(str(path), runnable, resume_errored=False, restart_errored=True)
-    else:
-        tuner = tune.Tuner(
-            runnable,
-            param_space={"student": tune.grid_search(students), "method": tune.grid_search(methods)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
-            run_config=tune.RunConfig(name=name, storage_path=str(storage.resolve()), verbose=1,
-                                      failure_config=tune.FailureConfig(max_failures=0)),
-        )
+    tuner = tune.Tuner(
+        runnable,
+        param_space={"student": tune.grid_search(students), "method": tune.grid_search(methods)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage.resolve()), verbose=1,
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
     grid = tuner.fit()
     outcomes = []
     for result in grid:

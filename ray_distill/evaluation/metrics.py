@@ -2,9 +2,9 @@
 
 A record is a row of the trajectory schema (agent mode) or the CoT schema
 (CoT mode), already scored. In CoT mode a question may have several
-samples: self-consistency takes the most common answer (after the
-domain's normalisation; ties go to the answer seen first) and the question
-is scored by a sample that gave it. Counts of what went wrong (parse and
+samples: self-consistency takes the most common answer (facts after QA
+normalisation, math answers grouped by equivalence; ties go to the answer
+seen first) and the question is scored by the first sample that gave it. Counts of what went wrong (parse and
 execution errors, forced or missing answers, truncated responses) sit
 beside the accuracy, because a model that learnt the format but not the
 task looks different from one that never writes an action.
@@ -26,14 +26,24 @@ def vote_key(domain: str, answer: Optional[str]) -> Optional[str]:
 
 
 def self_consistent(samples: Sequence[dict], answer_field: str) -> dict:
-    """The sample whose answer is the most common one among `samples` (the first sample if none answered)."""
-    keys = [vote_key(s["domain"], s[answer_field]) for s in samples]
-    counts = Counter(k for k in keys if k is not None)
-    if not counts:
+    """The first sample giving the most common answer among `samples` (the first sample if none answered).
+    Math answers that are equivalent (1/2, \\frac{1}{2}, 0.5) are one answer."""
+    from ray_distill.scoring import math_equal
+
+    groups: list[tuple[str, list[int]]] = []  # (representative answer, members), in order of first appearance
+    for i, sample in enumerate(samples):
+        key = vote_key(sample["domain"], sample[answer_field])
+        if key is None:
+            continue
+        same = (lambda a, b: a == b) if sample["domain"] == "fact" else (lambda a, b: a == b or math_equal(a, b))
+        group = next((members for representative, members in groups if same(key, representative)), None)
+        if group is None:
+            groups.append((key, [i]))
+        else:
+            group.append(i)
+    if not groups:
         return samples[0]
-    best = max(counts.values())
-    winner = next(k for k in keys if k is not None and counts[k] == best)
-    return samples[keys.index(winner)]
+    return samples[max(groups, key=lambda g: len(g[1]))[1][0]]
 
 
 def _mean(values: Iterable[float]) -> Optional[float]:

@@ -65,10 +65,14 @@ def evaluate_dir(ctx: StageContext, model: EvaluatedModel) -> Path:
     from ray_distill.stages.rollouts import engine_spec, retrieval_settings, set_digests
 
     c, e = ctx.config, ctx.config.evaluate
-    # More questions (limit) or more CoT samples add keys to the same store.
-    settings = {k: v for k, v in asdict(e).items() if k not in ("models", "sets", "limit", "self_consistency")}
-    if e.mode == "agent":
-        settings = {k: v for k, v in settings.items() if not (e.sag == 1 and k.startswith("sag_"))}
+    # More questions (limit) or more CoT samples add keys to the same store; settings that do not apply
+    # to the mode stay out, so the same evaluation made under two configs shares one store.
+    unused = {"models", "sets", "limit", "self_consistency"}
+    if e.mode == "cot":
+        unused |= {"sag", "sag_temperature", "sag_top_p", "max_steps"}
+    elif e.sag == 1:
+        unused |= {"sag_temperature", "sag_top_p"}
+    settings = {k: v for k, v in asdict(e).items() if k not in unused}
     label = model.label if model.training is None else f"{model.label}-{model.training}"
     return settings_dir(ctx.run_dir / "evaluate" / _slug(label), {
         "model": model.name, "model_export": _export_digest(model), "student": model.student,
@@ -117,14 +121,18 @@ def _require_model(ctx: StageContext, model: EvaluatedModel) -> None:
 
     if model.training is not None and not (Path(model.name) / EXPORT_INFO).is_file():
         raise UserError(f"evaluate.models lists distilled, but this config's student is not trained: no export at "
-                        f"{model.name}; run `ray-distill train CONFIG` first, or drop distilled from evaluate.models")
+                        f"{model.name}; run `ray-distill train CONFIG` first (again, if train.stop_after_steps "
+                        "ended it early), or drop distilled from evaluate.models")
 
 
 def _records(store_dir: Path, items: list[RolloutItem]) -> list[dict]:
     from ray_distill.generation.store import read_records, row_key
 
     keys = {item.key for item in items}
-    return [row for row in read_records(store_dir).to_pylist() if row_key(row) in keys]
+    try:
+        return [row for row in read_records(store_dir).to_pylist() if row_key(row) in keys]
+    except FileNotFoundError:  # every question failed every try
+        return []
 
 
 def _results(ctx: StageContext, model: EvaluatedModel, items: list[RolloutItem], rows: list[dict], store_dir: Path,
@@ -135,12 +143,16 @@ def _results(ctx: StageContext, model: EvaluatedModel, items: list[RolloutItem],
     from ray_distill.models.size import parameter_count
 
     e = ctx.config.evaluate
+    try:
+        parameters = parameter_count(resolve_model(model.student))
+    except UserError:  # a model only an endpoint knows: the report shows its size as "?"
+        parameters = None
     return {
         "label": model.label, "model": model.name, "student": model.student, "training": model.training,
-        "parameters": parameter_count(resolve_model(model.student)), "mode": e.mode,
+        "parameters": parameters, "mode": e.mode,
         "sag": e.sag if e.mode == "agent" else 1, "self_consistency": e.self_consistency if e.mode == "cot" else 1,
         "method": method_label(model.training, e.mode, e.sag, e.self_consistency),
-        "judge": ctx.config.scoring.judge, "dir": str(store_dir), "run": run, "items": _items_digest(items),
+        "scoring": asdict(ctx.config.scoring), "dir": str(store_dir), "run": run, "items": _items_digest(items),
         **model_metrics(rows, e.sets, e.mode),
     }
 
@@ -164,7 +176,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     from ray_distill.fileio import write_json_atomic
     from ray_distill.generation.records import COT_SCHEMA, TRAJECTORY_SCHEMA
     from ray_distill.generation.store import RecordStore
-    from ray_distill.stages.rollouts import judge_fact_answers, run_rollouts
+    from ray_distill.stages.rollouts import judge_fact_answers, rescore, run_rollouts
 
     c = ctx.config
     models = evaluated_models(ctx)
@@ -180,16 +192,20 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         runs[model] = run_rollouts(ctx, items, store, _rollout_fields(ctx), desc=f"evaluate {model.label}",
                                    engine_section="student_engine", model=model.name)
         ctx.services.close(kind="engine")  # the next model's replicas take its place
+    # Scored again under the configured scoring (as the filter does), then judged in one go.
+    rows = {model: _records(evaluate_dir(ctx, model), items) for model in models}
+    for model_rows in rows.values():
+        rescore(model_rows, answer_field, ctx)
+    if c.scoring.judge:
+        judge_fact_answers(ctx, [(row, answer_field) for model_rows in rows.values() for row in model_rows],
+                           ctx.run_dir / "evaluate" / "judge_cache.jsonl")
     summary, unfinished = {}, []
     for model in models:
         store_dir = evaluate_dir(ctx, model)
-        rows = _records(store_dir, items)
-        if c.scoring.judge:
-            judge_fact_answers(ctx, [(row, answer_field) for row in rows], ctx.run_dir / "evaluate" / "judge_cache.jsonl")
         if runs[model]["unfinished"]:
             unfinished.append(f"{model.label}: {runs[model]['unfinished']} (see {store_dir / 'failures.jsonl'})")
             continue
-        results = _results(ctx, model, items, rows, store_dir, runs[model])
+        results = _results(ctx, model, items, rows[model], store_dir, runs[model])
         results["tensorboard"] = str(_tensorboard(ctx, results, store_dir))
         write_json_atomic(store_dir / RESULTS, results, indent=2)
         summary[model.label] = {"method": results["method"], "average": results["average"],
@@ -211,8 +227,9 @@ def _is_complete(ctx: StageContext) -> bool:
         store_dir = evaluate_dir(ctx, model)
         if not (store_dir / RESULTS).is_file() or missing_keys(items, store_dir):
             return False
-        if json.loads((store_dir / RESULTS).read_text())["items"] != _items_digest(items):
-            return False  # results of other questions (another limit or sets) than now configured
+        done = json.loads((store_dir / RESULTS).read_text())
+        if done["items"] != _items_digest(items) or done["scoring"] != asdict(ctx.config.scoring):
+            return False  # results of other questions (another limit or sets), or scored otherwise
     return True
 
 

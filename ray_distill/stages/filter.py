@@ -11,7 +11,6 @@ The stage reruns whenever the records it read have changed.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -45,20 +44,6 @@ def _rows(source: dict, keys: set) -> list[dict]:
     return [row for row in read_records(source["dir"]).to_pylist() if row_key(row) in keys]
 
 
-def _rescore(rows: list[dict], answer_field: str, ctx: StageContext) -> None:
-    from ray_distill.generation.rollout import Scoring
-
-    scoring = Scoring(ctx.config.scoring.rel_tol, ctx.config.scoring.math_timeout)
-
-    def score(row):
-        return scoring.fields(row["domain"], row[answer_field], row["gold"], row["aliases"] or ())
-
-    # Threads suffice: each symbolic check runs in its own process.
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        for row, fields in zip(rows, pool.map(score, rows)):
-            row.update(fields, judge_correct=None)
-
-
 def _judge(tables: list[tuple[list[dict], str]], ctx: StageContext) -> int:
     from ray_distill.stages.rollouts import judge_fact_answers
 
@@ -85,6 +70,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     from ray_distill.generation.records import COT_SCHEMA, TRAJECTORY_SCHEMA
     from ray_distill.stages.cot import cot_items
     from ray_distill.stages.generate import generate_items
+    from ray_distill.stages.rollouts import rescore
 
     sources = _sources(ctx)
     if not sources["trajectories"]["parts"]:
@@ -95,7 +81,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     cot = _rows(sources["cot"], {i.key for i in cot_items(ctx)}) if sources["cot"]["parts"] else []
     tables = [(trajectories, "final_answer"), (cot, "answer")]
     for rows, field in tables:
-        _rescore(rows, field, ctx)
+        rescore(rows, field, ctx)
     asked = _judge(tables, ctx) if ctx.config.scoring.judge else 0
     summary = {"judge_calls": asked,
                "trajectories": _write(trajectories, trajectory_drop_reason, ctx, TRAJECTORY_SCHEMA,

@@ -1,7 +1,8 @@
 """Stage `report`: every evaluation of the run in one place.
 
 Collects the `results.json` of every evaluation in the run directory
-(each model, method and setting evaluated so far, sweep trials included)
+(each student and method evaluated so far, sweep trials included; the
+newest where one was evaluated again under other settings)
 and writes `report/report.md` (average accuracy per student and method,
 laid out like the paper's Table 2, then per benchmark with error counts,
 then EM/F1 and the judge for fact sets), `report/accuracy.png` (average
@@ -24,10 +25,15 @@ def report_dir(ctx: StageContext) -> Path:
 
 
 def evaluation_results(run_dir: Path) -> list[dict]:
-    """The results of every finished evaluation under `run_dir`."""
+    """The newest finished evaluation of each (student, method, question sets) under `run_dir`: an
+    evaluation made again under other settings (temperature, steps, scoring) replaces the older one."""
     from ray_distill.stages.evaluate import RESULTS
 
-    return [json.loads(path.read_text()) for path in sorted((run_dir / "evaluate").glob(f"*/*/{RESULTS}"))]
+    newest: dict[tuple, dict] = {}
+    for path in sorted((run_dir / "evaluate").glob(f"*/*/{RESULTS}"), key=lambda p: p.stat().st_mtime_ns):
+        result = json.loads(path.read_text())
+        newest[(result["student"], result["method"], tuple(result["sets"]))] = result
+    return list(newest.values())
 
 
 def write_report(results: list[dict], out: Path) -> dict[str, Any]:

@@ -190,6 +190,23 @@ def store_summary(store, run: dict[str, Any]) -> dict[str, Any]:
 
 
 
+def rescore(rows: list[dict], answer_field: str, ctx: StageContext) -> None:
+    """Score the rows' answers again under the configured scoring (and clear any judge verdict)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray_distill.generation.rollout import Scoring
+
+    scoring = Scoring(ctx.config.scoring.rel_tol, ctx.config.scoring.math_timeout)
+
+    def score(row):
+        return scoring.fields(row["domain"], row[answer_field], row["gold"], row["aliases"] or ())
+
+    # Threads suffice: each symbolic check runs in its own process.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for row, fields in zip(rows, pool.map(score, rows)):
+            row.update(fields, judge_correct=None)
+
+
 def judge_fact_answers(ctx: StageContext, asks: list[tuple[dict, str]], cache_path) -> int:
     """The LLM judge (scoring.judge, served like the teacher) on the fact rows among `asks` (row, answer
     field): sets `judge_correct`, and `correct` (an exact match, aliases included, stays correct);
@@ -202,7 +219,7 @@ def judge_fact_answers(ctx: StageContext, asks: list[tuple[dict, str]], cache_pa
     if not asks:
         return 0
     if ctx.config.scoring.judge != ctx.config.models.teacher:
-        ctx.services.close(kind="engine")  # other models' replicas would hold the resources the judge needs
+        ctx.services.close()  # other models' replicas and the retrieval service would hold what the judge needs
     judge = Judge(engine_replicas(ctx, ctx.config.teacher_engine, ctx.config.scoring.judge), cache_path)
     verdicts = asyncio.run(judge.judge_all([(row["question"], row[field], row["gold"]) for row, field in asks]))
     for (row, _), verdict in zip(asks, verdicts):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +99,13 @@ def per_trial_resources(ctx: StageContext) -> dict[str, tuple[float, float]]:
     serving = (e.replicas * e.cpus_per_replica * max(1, e.gpus_per_replica) + r.workers * r.worker_cpus
                + q.replicas * (q.router_cpus + shards * q.shard_cpus),
                float(e.replicas * e.gpus_per_replica + q.replicas * shards * q.shard_gpus))
-    peak = (max(training[0], serving[0]) + c.sweep.trial_cpus, max(training[1], serving[1]))
-    return {"one trial: sweep.trial_cpus + the larger of train.workers x (cpus|gpus)_per_worker and "
-            "student_engine replicas + rollout workers + retrieval": peak}
+    j = c.teacher_engine  # the judge is served like the teacher, after the student's replicas are gone
+    judging = (j.replicas * j.cpus_per_replica * max(1, j.gpus_per_replica), float(j.replicas * j.gpus_per_replica)) \
+        if c.scoring.judge else (0.0, 0.0)
+    phases = (training, serving, judging)
+    peak = (max(p[0] for p in phases) + c.sweep.trial_cpus, max(p[1] for p in phases))
+    return {"one trial: sweep.trial_cpus + the largest of training (train.workers x per-worker CPUs/GPUs), "
+            "serving (student_engine, rollout workers, retrieval) and judging (teacher_engine)": peak}
 
 
 def trials_table(outcomes: list[dict]) -> str:
@@ -121,13 +126,15 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     from ray_distill.fileio import write_json_atomic
 
     trials = sweep_trials(ctx.config)
+    if len({(t.student, t.method) for t in trials}) != len(trials):
+        raise UserError(f"two sweep trials share a name: {[(t.student, t.method) for t in trials]}")
     _teacher_data(ctx)
     at_once = concurrent_trials(per_trial_resources(ctx), len(trials), ctx.config.sweep.max_concurrent_trials)
     log.info("[sweep] %d trials (%s), %d at a time", len(trials),
              ", ".join(dict.fromkeys(t.method for t in trials)), at_once)
     configs = {(t.student, t.method): t.config for t in trials}
     out = sweep_dir(ctx)
-    name = f"tune-{STAGE.fingerprint(ctx.config)}"
+    name = time.strftime("tune-%Y%m%d-%H%M%S")
     outcomes = run_tune(functools.partial(_trainable, configs, str(ctx.run_dir.resolve())), list(configs),
                         out, name, ctx.config.sweep.trial_cpus, at_once)
     order = {key: i for i, key in enumerate(configs)}
