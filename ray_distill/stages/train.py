@@ -79,7 +79,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     from ray_distill.distributed.cluster import require_resources
     from ray_distill.distributed.training import CHECKPOINT_TAG, TrainJob, fit_student
     from ray_distill.fileio import write_json_atomic
-    from ray_distill.models.cache import cache_root
+    from ray_distill.models.cache import torch_extensions_dir
     from ray_distill.models.resolve import resolve_model
     from ray_distill.training.export import export_student
     from ray_distill.training.sft_data import build_sft
@@ -101,7 +101,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
                        "train.workers x gpus_per_worker": (0.0, float(t.workers * t.gpus_per_worker))})
     job = TrainJob(model_dir=str(model_dir), data_dir=str(out / "sft"), storage_dir=str(out / "ray"),
                    log_dir=str(out / "logs"), num_sequences=sft["sequences"],
-                   torch_extensions_dir=str(cache_root() / "torch_extensions"))
+                   torch_extensions_dir=str(torch_extensions_dir()))
     result = fit_student(t, job)
     metrics = result["metrics"]
     summary = {"dir": str(out), "sft": sft, "steps": metrics.get("step"), "total_steps": metrics.get("total_steps"),
