@@ -6,6 +6,7 @@
     ray-distill config reference
     ray-distill models NAME [NAME ...]           resolve (and build) models
     ray-distill benchmarks [CONFIG] [key=value ...]
+    ray-distill resources CONFIG [key=value ...]   what each stage's actors reserve (cluster sizing)
     ray-distill chat [CONFIG] [key=value ...] [--question Q] [--backend hf|vllm] [--sag N]
     ray-distill serve-retrieval CONFIG [key=value ...]   the index over HTTP (Search-R1 API)
 
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("benchmarks", help="list the paper's benchmarks and the files found for them")
     _add_config_args(bench, optional=True)
 
+    resources = sub.add_parser("resources", help="what each stage's Ray actors and tasks reserve, role by role "
+                                                 "(for sizing a cluster's node types)")
+    _add_config_args(resources)
+
     chat = sub.add_parser("chat", help="ask the agent questions and watch Thought / Code / Observation (world corpus)")
     _add_config_args(chat, optional=True)
     chat.add_argument("--question", help="ask this and exit (default: read questions from the terminal)")
@@ -102,6 +107,11 @@ def _command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "benchmarks":
         return _list_benchmarks(*_split_config(args))
+    if args.command == "resources":
+        from ray_distill.resources import table
+
+        print(table(load_config(args.config, args.overrides)), end="")
+        return 0
     if args.command == "chat":
         from ray_distill.chat import chat
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ray_distill.config import ExperimentConfig
 from ray_distill.stages.base import StageContext
-from ray_distill.stages.index import index_dir, index_kind, shard_dirs
+from ray_distill.stages.index import index_dir, shard_dirs
 
 log = logging.getLogger(__name__)
 
@@ -16,18 +16,14 @@ def serve_retrieval(config: ExperimentConfig) -> int:
     from aiohttp import web
 
     from ray_distill.distributed.cluster import init_ray
-    from ray_distill.distributed.retrieval import RetrievalClient
-    from ray_distill.models import resolve_embedder
+    from ray_distill.stages.rollouts import launch_retrieval
     from ray_distill.tools.retrieval.http import make_app
 
     ctx = StageContext(config, Path(config.run.dir))
     directories = shard_dirs(index_dir(ctx))
     r = config.retrieval
     init_ray()
-    client = RetrievalClient.launch(directories, resolve_embedder(config.models.embedder).name, replicas=r.replicas,
-                                    router_options={"num_cpus": r.router_cpus}, cache_size=r.cache_size,
-                                    shard_options={"num_cpus": r.shard_cpus, "num_gpus": r.shard_gpus},
-                                    search=index_kind(ctx))
+    client = launch_retrieval(ctx)
     passages = sum(s["passages"] for s in client.stats[0])
     print(f"serving {passages} passages from {len(directories)} shard(s) x {r.replicas} replica(s) "
           f"on http://{r.host}:{r.port}/retrieve", flush=True)

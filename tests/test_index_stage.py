@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_distill.config import load_config
+from ray_distill.errors import UserError
 from ray_distill.retrieval import open_retriever
 from ray_distill.stages.pipeline import run_pipeline
 from ray_distill.tools.retrieval import Encoder, ShardedRetriever, read_corpus
@@ -51,6 +52,9 @@ def test_corpus_files_are_read_alike_from_jsonl_gzip_and_parquet(tmp_path):
 
 @pytest.mark.slow
 def test_index_stage_shards_embeds_and_builds_resumably(local_ray, tmp_path):
+    # A node type's resource that this machine's Ray lacks would leave the encoders waiting forever.
+    with pytest.raises(UserError, match=r"index.resources asks for the Ray resource\(s\) cpu_node, which this"):
+        run_pipeline(config(tmp_path, "index.resources={cpu_node: 0.5}"), progress=False)
     first = run_pipeline(config(tmp_path), progress=False)
     done = summary(first)
     assert (done["shards"], done["passages"], done["embedded_shards"], done["built_shards"]) == (3, 600, 3, 3)

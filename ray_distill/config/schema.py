@@ -31,6 +31,20 @@ def _at_least(section, minimum: int, *names: str) -> Problems:
             yield name, f"must be >= {minimum}, got {getattr(section, name)}"
 
 
+def _resources_help(what: str) -> Any:
+    return _help(f"Custom Ray resources {what} reserves besides CPUs and GPUs, e.g. {{cpu_node: 0.001}}: a node type "
+                 "of a cluster that declares the resource (cluster/README.md) is the only place it can run.",
+                 factory=dict)
+
+
+def _resource_problems(resources: dict[str, float]) -> Problems:
+    for name, amount in resources.items():
+        if name in ("CPU", "GPU", "memory", "object_store_memory"):
+            yield f"resources.{name}", "is set by the section's own CPU/GPU keys; list custom resources only"
+        elif amount < 0:
+            yield f"resources.{name}", f"must be >= 0, got {amount}"
+
+
 @dataclass
 class RunConfig:
     """Where a run writes and which stages it runs."""
@@ -43,6 +57,12 @@ class RunConfig:
     stages: list[str] = _help(
         "Stages `ray-distill run` executes, in order. See `ray-distill --help`.",
         factory=lambda: ["world"],
+    )
+    storage: str = _help(
+        "Durable copy of the run directory: a URI (s3://bucket/prefix, gs://bucket/prefix, file:///path; any "
+        "filesystem pyarrow opens) or a path. Each stage's outputs and the manifest are copied there when the stage "
+        "ends, and a run starts by fetching what run.dir lacks, so a run resumes on a new cluster. Empty: none.",
+        "",
     )
 
     def problems(self) -> Problems:
@@ -119,9 +139,13 @@ class IndexConfig:
     pq_bits: int = _help("IVF-PQ bits per sub-quantizer code.", 8)
     hnsw_m: int = _help("HNSW neighbours per node.", 32)
     ef_search: int = _help("HNSW candidates per query.", 128)
-    encoders: int = _help("Encoder actors embedding at once (one GPU each when the cluster has GPUs).", 1)
+    encoders: int = _help("Encoder actors embedding at once (see encoder_gpus).", 1)
     encoder_cpus: float = _help("CPUs each encoder reserves without a GPU; it embeds with that many threads.", 1.0)
+    encoder_gpus: Optional[int] = _help(
+        "GPUs each encoder reserves (0 or 1); null: 1 if the cluster has GPUs when the stage starts. Set 1 on an "
+        "autoscaling cluster, whose GPU nodes may not be up yet.", None)
     batch_size: int = _help("Passages per encoder forward pass (each gets 16 such batches, sorted by length).", 64)
+    resources: dict[str, float] = _resources_help("each encoder and each index build task")
     out_dir: Optional[str] = _help("Where to write the shards; default `<run.dir>/index`.", None)
 
     def problems(self) -> Problems:
@@ -130,6 +154,9 @@ class IndexConfig:
         yield from _at_least(self, 1, "passages_per_shard", "nlist", "nprobe", "pq_m", "pq_bits", "hnsw_m", "ef_search",
                              "encoders", "batch_size")
         yield from _at_least(self, 0, "encoder_cpus")
+        if self.encoder_gpus not in (None, 0, 1):
+            yield "encoder_gpus", f"must be 0, 1 or null, got {self.encoder_gpus}"
+        yield from _resource_problems(self.resources)
 
 
 @dataclass
@@ -150,10 +177,12 @@ class RetrievalConfig:
     router_cpus: float = _help("CPUs each router reserves; it embeds queries with that many threads.", 1.0)
     shard_cpus: float = _help("CPUs each shard actor reserves; faiss searches with that many threads (at least 1).", 0.25)
     shard_gpus: float = _help("GPUs each shard actor reserves; above 0 its index is searched on the GPU (faiss-gpu).", 0.0)
+    resources: dict[str, float] = _resources_help("each router and each shard actor")
 
     def problems(self) -> Problems:
         yield from _at_least(self, 1, "replicas", "topk", "cache_size")
         yield from _at_least(self, 0, "router_cpus", "shard_cpus", "shard_gpus")
+        yield from _resource_problems(self.resources)
         if not 0 < self.port < 65536:
             yield "port", f"must be a TCP port, got {self.port}"
 
@@ -192,6 +221,7 @@ class EngineConfig:
     replicas: int = _help("Copies of the model; requests spread over them.", 1)
     gpus_per_replica: int = _help("GPUs per replica; above 1 it is vLLM's tensor-parallel degree.", 0)
     cpus_per_replica: float = _help("CPUs per replica; on CPU, the hf engine computes with that many threads.", 1.0)
+    resources: dict[str, float] = _resources_help("each replica (each of its GPUs above one)")
     dtype: Optional[str] = _help("Weights dtype (float32, bfloat16); null: bfloat16 where the hardware has it.", None)
     max_model_len: int = _help("vllm: longest prompt plus completion, in tokens.", 8192)
     options: dict[str, Any] = _help("Further keyword arguments of the backend's engine class.", factory=dict)
@@ -202,6 +232,7 @@ class EngineConfig:
                               f"{', '.join(BACKENDS)})")
         yield from _at_least(self, 1, "replicas", "max_model_len")
         yield from _at_least(self, 0, "gpus_per_replica", "cpus_per_replica")
+        yield from _resource_problems(self.resources)
         if self.dtype not in (None, "float32", "bfloat16", "float16"):
             yield "dtype", f"must be float32, bfloat16, float16 or null, got {self.dtype!r}"
 
@@ -248,6 +279,7 @@ class RolloutConfig:
 
     workers: int = _help("Rollout worker actors (each holds its own sandboxes and keeps episodes in flight).", 1)
     worker_cpus: float = _help("CPUs each rollout worker reserves (they mostly wait on the engine).", 0.0)
+    resources: dict[str, float] = _resources_help("each rollout worker (and so its sandboxes)")
     episodes_in_flight: int = _help("Episodes (or CoT requests) each worker runs at once.", 16)
     warm_sandboxes: int = _help("Sandbox sessions each worker keeps started ahead of demand.", 4)
     max_attempts: int = _help("Tries per question when the engine, a sandbox or retrieval fails.", 3)
@@ -257,6 +289,7 @@ class RolloutConfig:
     def problems(self) -> Problems:
         yield from _at_least(self, 1, "workers", "episodes_in_flight", "max_attempts", "flush_every")
         yield from _at_least(self, 0, "worker_cpus", "warm_sandboxes", "flush_seconds")
+        yield from _resource_problems(self.resources)
 
 
 @dataclass
@@ -330,6 +363,7 @@ class TrainConfig:
     cpus_per_worker: float = _help("CPUs each worker reserves; on CPU it computes with that many threads (at least 1). "
                                    "Leave some CPU for Ray Data's reads.", 1.0)
     gpus_per_worker: int = _help("GPUs each worker uses (0 or 1).", 0)
+    resources: dict[str, float] = _resources_help("each worker")
     shuffle_buffer: int = _help("Sequences in the seeded shuffle buffer of each epoch (at least the data size: a "
                                 "full shuffle).", 100_000)
     checkpoint_every: int = _help("Optimizer steps between checkpoints (model, optimizer and data position); the "
@@ -374,6 +408,7 @@ class TrainConfig:
         yield from _at_least(self, 0, "weight_decay", "max_grad_norm", "cpus_per_worker")
         if self.gpus_per_worker not in (0, 1):
             yield "gpus_per_worker", f"must be 0 or 1, got {self.gpus_per_worker}"
+        yield from _resource_problems(self.resources)
         if self.dtype not in (None, "float32", "bfloat16"):
             yield "dtype", f"must be float32, bfloat16 or null, got {self.dtype!r}"
         if self.stop_after_steps is not None and self.stop_after_steps < 1:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Optional
+
+log = logging.getLogger(__name__)
 
 _STARTED_LOCALLY = False
 
@@ -23,7 +26,10 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, **kw
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, **kwargs)
+        context = ray.init(address=address, **kwargs)
+        log.info("joined the Ray cluster at %s (dashboard: %s, %s)", address, context.dashboard_url or "off",
+                 {k: v for k, v in sorted(ray.cluster_resources().items())
+                  if not k.startswith("node:") and k not in ("memory", "object_store_memory")})
         return
     # Ray binds its local ports to loopback only with this set (measured on Ray 2.60).
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -38,10 +44,10 @@ def started_locally() -> bool:
     return _STARTED_LOCALLY
 
 
-def require_resources(plan: dict[str, tuple[float, float]]) -> None:
+def require_resources(plan: dict[str, tuple[float, float]], custom: Optional[dict[str, dict[str, float]]] = None) -> None:
     """On a Ray this process started (fixed resources, no autoscaler), work that does not fit would
-    wait forever: `plan` maps what asks to its (CPUs, GPUs), and a shortfall is named instead.
-    A cluster with an autoscaler adds nodes."""
+    wait forever: `plan` maps what asks to its (CPUs, GPUs), `custom` a setting to the custom resources
+    it asks for, and a shortfall is named instead. A cluster with an autoscaler adds nodes."""
     import ray
 
     from ray_distill.errors import UserError
@@ -56,3 +62,8 @@ def require_resources(plan: dict[str, tuple[float, float]]) -> None:
             parts = ", ".join(f"{k} = {v[n]:g}" for k, v in plan.items() if v[n])
             raise UserError(f"the stage needs {wanted:g} {unit}s ({parts}) but this machine's Ray has "
                             f"{have.get(unit, 0):g}; lower those settings")
+    for setting, resources in (custom or {}).items():
+        missing = sorted(name for name, amount in resources.items() if amount > 0 and name not in have)
+        if missing:
+            raise UserError(f"{setting} asks for the Ray resource(s) {', '.join(missing)}, which this machine's Ray "
+                            "does not have (they name node types of a cluster); remove them to run here")

@@ -48,6 +48,7 @@ class EngineReplica:
 class ReplicaResources:
     num_gpus: int = 0  # per replica; > 1 means tensor parallel over a placement group
     num_cpus: float = 1.0
+    custom: tuple[tuple[str, float], ...] = ()  # custom Ray resources (per GPU bundle above one GPU)
 
 
 class EngineRouter:
@@ -71,13 +72,14 @@ class EngineRouter:
         handles, groups = [], []
         for _ in range(replicas):
             if resources.num_gpus > 1:
-                group = placement_group([{"GPU": 1, "CPU": resources.num_cpus}] * resources.num_gpus, strategy="STRICT_PACK")
+                bundle = {"GPU": 1, "CPU": resources.num_cpus, **dict(resources.custom)}
+                group = placement_group([bundle] * resources.num_gpus, strategy="STRICT_PACK")
                 groups.append(group)
                 strategy = PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)
                 handle = EngineReplica.options(num_cpus=0, num_gpus=0, scheduling_strategy=strategy).remote(spec)
             else:
                 handle = EngineReplica.options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
-                                               **OWN_PLACEMENT).remote(spec)
+                                               resources=dict(resources.custom), **OWN_PLACEMENT).remote(spec)
             handles.append(handle)
         router = cls(handles, spec.model, groups)
         router.placement = ray.get([h.ready.remote() for h in handles])

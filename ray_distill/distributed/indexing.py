@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import ray
@@ -43,13 +43,15 @@ def has_embeddings(directory: Path, embedder: str) -> bool:
 
 
 def embed_shard(directory: Path, embedder: str, encoders: int = 1, batch_size: int = 256,
-                encoder_cpus: float = 1) -> int:
-    """Embed one shard's passages into `embeddings.npy`; returns the passage count. Without
-    GPUs an encoder reserves `encoder_cpus` CPUs, which Ray turns into its torch threads."""
+                encoder_cpus: float = 1, resources: Optional[dict[str, float]] = None,
+                encoder_gpus: Optional[int] = None) -> int:
+    """Embed one shard's passages into `embeddings.npy`; returns the passage count. An encoder
+    reserves `encoder_gpus` GPUs (default: one if the cluster has GPUs now), else `encoder_cpus`
+    CPUs, which Ray turns into its torch threads."""
     import pyarrow.parquet as pq
 
     count = pq.ParquetFile(directory / PASSAGES_FILE).metadata.num_rows
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    gpus = encoder_gpus if encoder_gpus is not None else 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     context = ray.data.DataContext.get_current()
     kept, context.execution_options.preserve_order = context.execution_options.preserve_order, True
     try:
@@ -59,7 +61,8 @@ def embed_shard(directory: Path, embedder: str, encoders: int = 1, batch_size: i
             ["contents"]).map_batches(
             # Batches of 16 model batches: the encoder sorts each by length, so little is padding.
             _EncodeBatch, fn_constructor_args=(embedder, batch_size), batch_size=16 * batch_size,
-            compute=ray.data.ActorPoolStrategy(size=encoders), num_gpus=gpus, num_cpus=0 if gpus else encoder_cpus)
+            compute=ray.data.ActorPoolStrategy(size=encoders), num_gpus=gpus, num_cpus=0 if gpus else encoder_cpus,
+            resources=resources or None)
         partial = directory / (EMBEDDINGS + ".tmp")
         vectors, row = None, 0
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
@@ -87,7 +90,8 @@ def _build(directory: str, embedder: str, kind: IndexKind, shard: int) -> ShardM
     return write_shard(Path(directory), build_index(vectors, kind), embedder, kind, shard)
 
 
-def build_indexes(directories: Sequence[Path], embedder: str, kind: IndexKind, cpus_per_build: float = 1) -> list[ShardManifest]:
+def build_indexes(directories: Sequence[Path], embedder: str, kind: IndexKind, cpus_per_build: float = 1,
+                  resources: Optional[dict[str, float]] = None) -> list[ShardManifest]:
     """Build and save every shard's index, one Ray task each."""
-    return ray.get([_build.options(num_cpus=cpus_per_build).remote(str(d), embedder, kind, n)
+    return ray.get([_build.options(num_cpus=cpus_per_build, resources=resources or {}).remote(str(d), embedder, kind, n)
                     for n, d in enumerate(directories)])

@@ -128,7 +128,7 @@ def decode(text: str) -> Outcome:
 
 
 def stream_outcomes(items: Sequence[RolloutItem], spec: RolloutSpec, workers: int = 1,
-                    worker_cpus: float = 0.0) -> Iterator[Outcome]:
+                    worker_cpus: float = 0.0, resources: Optional[dict[str, float]] = None) -> Iterator[Outcome]:
     """Run every item through a pool of `workers` rollout workers; yields outcomes as they arrive."""
     if not items:
         return
@@ -145,6 +145,7 @@ def stream_outcomes(items: Sequence[RolloutItem], spec: RolloutSpec, workers: in
         compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=TASKS_PER_WORKER,
                                            max_concurrent_calls_per_actor=TASKS_PER_WORKER),
         num_cpus=worker_cpus,
+        resources=resources or None,
     )
     for batch in outcomes.iter_batches(batch_size=None, batch_format="pyarrow"):
         for text in batch.column("outcome").to_pylist():

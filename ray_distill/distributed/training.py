@@ -218,7 +218,8 @@ def fit_student(train, job: TrainJob) -> dict[str, Any]:
         train_loop_config={"train": asdict(train), "job": asdict(job)},
         scaling_config=ray.train.ScalingConfig(
             num_workers=train.workers, use_gpu=on_gpu,
-            resources_per_worker={"CPU": train.cpus_per_worker, **({"GPU": train.gpus_per_worker} if on_gpu else {})}),
+            resources_per_worker={"CPU": train.cpus_per_worker, **({"GPU": train.gpus_per_worker} if on_gpu else {}),
+                                  **train.resources}),
         run_config=ray.train.RunConfig(
             name="train", storage_path=str(Path(job.storage_dir).resolve()),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=train.keep_checkpoints),

@@ -48,7 +48,8 @@ class Stage:
 
     `inputs` names the config sections whose values decide the stage's
     output: a finished stage reruns only when their fingerprint changes or
-    `is_complete` finds its outputs gone.
+    `is_complete` finds its outputs gone. `outputs` lists the directories it
+    writes (default `<run.dir>/<name>`), which go to `run.storage`.
     """
 
     name: str
@@ -56,6 +57,11 @@ class Stage:
     inputs: tuple[str, ...]
     run: Callable[[StageContext], dict[str, Any]]
     is_complete: Callable[[StageContext], bool]
+    outputs: Optional[Callable[[StageContext], list[Path]]] = None
+    tensorboard: bool = False  # writes TensorBoard events under its outputs
+
+    def output_dirs(self, ctx: StageContext) -> list[Path]:
+        return self.outputs(ctx) if self.outputs else [ctx.run_dir / self.name]
 
     def fingerprint(self, config: ExperimentConfig) -> str:
         payload = {section: asdict(getattr(config, section)) for section in self.inputs}

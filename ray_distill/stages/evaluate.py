@@ -246,4 +246,5 @@ STAGE = Stage(
             "student_engine", "evaluate", "benchmarks"),
     run=_run,
     is_complete=_is_complete,
+    tensorboard=True,
 )

@@ -103,7 +103,7 @@ def _indexed(directory: Path, embedder: str, kind) -> bool:
 def _run(ctx: StageContext) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from ray_distill.distributed.cluster import init_ray
+    from ray_distill.distributed.cluster import require_resources
     from ray_distill.distributed.indexing import build_indexes, embed_shard, has_embeddings
     from ray_distill.models import resolve_embedder
 
@@ -117,18 +117,18 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     directories = shard_dirs(out)
     timings["split_seconds"] = round(time.perf_counter() - start, 1)
 
-    init_ray()
+    require_resources({}, {"index.resources": ctx.config.index.resources})
     start = time.perf_counter()
     missing = [d for d in directories if not has_embeddings(d, embedder)]
     for directory in tqdm(missing, desc="embed shards", unit=" shard", disable=not ctx.progress):
         embed_shard(directory, embedder, ctx.config.index.encoders, ctx.config.index.batch_size,
-                    ctx.config.index.encoder_cpus)
+                    ctx.config.index.encoder_cpus, ctx.config.index.resources, ctx.config.index.encoder_gpus)
     timings["embed_seconds"] = round(time.perf_counter() - start, 1)
 
     start = time.perf_counter()
     todo = [d for d in directories if not _indexed(d, embedder, kind)]
     try:
-        build_indexes(todo, embedder, kind)
+        build_indexes(todo, embedder, kind, resources=ctx.config.index.resources)
     except Exception as e:  # faiss settings that do not fit the data surface from the build tasks
         cause = getattr(e, "cause", e)
         if isinstance(cause, ValueError):
@@ -157,4 +157,5 @@ STAGE = Stage(
     inputs=("index", "models"),
     run=_run,
     is_complete=index_built,
+    outputs=lambda ctx: [index_dir(ctx)],
 )

@@ -4,13 +4,17 @@ The run directory holds `config.yaml` (the resolved config of the latest
 invocation) and `manifest.json` (per stage: input fingerprint, finish time,
 summary). A stage whose fingerprint matches and whose outputs are intact is
 skipped, so rerunning a pipeline after a crash or with an unchanged config
-only does the missing work.
+only does the missing work. With `run.storage` set, the run starts by
+fetching what the run directory lacks from the storage, and each stage's
+outputs (also those of a stage that failed: the work it finished) and then
+the manifest are copied there.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -20,6 +24,7 @@ from ray_distill.errors import UserError
 from ray_distill.fileio import write_json_atomic
 from ray_distill.stages import STAGES
 from ray_distill.stages.base import StageContext
+from ray_distill.storage import RunStorage
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -43,7 +48,15 @@ def run_pipeline(
     if unknown:
         raise UserError(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
     run_dir = Path(config.run.dir)
+    if os.environ.get("RAY_ADDRESS") and not run_dir.is_absolute():
+        log.warning("run.dir %s is relative, so on a cluster it is %s: under `ray job submit` that is inside the "
+                    "job's temporary working directory, which other nodes do not see and Ray deletes; give an "
+                    "absolute path on storage every node mounts", run_dir, run_dir.resolve())
     run_dir.mkdir(parents=True, exist_ok=True)
+    storage = RunStorage(config.run.storage, run_dir) if config.run.storage else None
+    if storage:
+        fetched = storage.pull()
+        log.info("run storage %s: %d file(s) fetched into %s", storage.uri, fetched, run_dir)
     (run_dir / "config.yaml").write_text(to_yaml(config))
     ctx = StageContext(config=config, run_dir=run_dir, progress=progress)
     manifest = read_run_manifest(run_dir)
@@ -55,10 +68,18 @@ def run_pipeline(
             done = manifest["stages"].get(name)
             if not force and done and done["fingerprint"] == fingerprint and stage.is_complete(ctx):
                 log.info("[%s] up to date, skipped (finished %s)", name, done["finished_at"])
+                if storage:  # e.g. run.storage was set after the stage ran, or its last copy failed
+                    storage.push(stage.output_dirs(ctx))
                 continue
             log.info("[%s] %s", name, stage.help)
             start = time.time()
-            summary = stage.run(ctx)
+            try:
+                summary = stage.run(ctx)
+            except BaseException:
+                if storage:  # what the failed stage finished is not lost with the cluster
+                    ctx.services.close()  # not holding GPUs through the copy
+                    _push_after_failure(storage, stage.output_dirs(ctx))
+                raise
             manifest["stages"][name] = {
                 "fingerprint": fingerprint,
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -66,7 +87,28 @@ def run_pipeline(
                 "summary": summary,
             }
             write_json_atomic(run_dir / MANIFEST, manifest, indent=2)
+            if storage:  # the outputs, then the manifest that says they are complete
+                storage.push(stage.output_dirs(ctx))
+                storage.push([run_dir / MANIFEST, run_dir / "config.yaml"])
             log.info("[%s] done in %.1f s: %s", name, time.time() - start, json.dumps(summary))
+            _log_locations(ctx, stage, storage)
     finally:
         ctx.services.close()
     return manifest
+
+
+def _log_locations(ctx: StageContext, stage, storage: Optional[RunStorage]) -> None:
+    """Where to look: the stage's outputs, their durable copy, and TensorBoard."""
+    outputs = stage.output_dirs(ctx)
+    log.info("[%s] outputs: %s", stage.name, ", ".join(str(p) for p in outputs))
+    if storage:
+        log.info("[%s] stored at %s", stage.name, storage.uri)
+    if stage.tensorboard:
+        log.info("[%s] TensorBoard: tensorboard --logdir %s", stage.name, outputs[0] if len(outputs) == 1 else ctx.run_dir)
+
+
+def _push_after_failure(storage: RunStorage, paths: list[Path]) -> None:
+    try:
+        storage.push(paths)
+    except Exception:  # the stage's own error is the one to report
+        log.exception("copying the failed stage's outputs to %s failed", storage.uri)

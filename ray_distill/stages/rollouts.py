@@ -80,7 +80,8 @@ def engine_replicas(ctx: StageContext, engine: EngineConfig, model: str):
 
     init_ray()
     spec = engine_spec(engine, model)
-    resources = ReplicaResources(num_gpus=engine.gpus_per_replica, num_cpus=engine.cpus_per_replica)
+    resources = ReplicaResources(num_gpus=engine.gpus_per_replica, num_cpus=engine.cpus_per_replica,
+                                 custom=tuple(sorted(engine.resources.items())))
 
     def start():
         log.info("starting %d replica(s) of %s (%s backend)", engine.replicas, model, engine.backend)
@@ -107,18 +108,34 @@ def check_capacity(ctx: StageContext, with_retrieval: bool, engine_section: str 
     plan = {f"{engine_section}.replicas x cpus_per_replica (x gpus_per_replica above 1)":
             (e.replicas * e.cpus_per_replica * max(1, e.gpus_per_replica), e.replicas * e.gpus_per_replica),
             "rollout.workers x worker_cpus": (r.workers * r.worker_cpus, 0.0)}
+    custom = {f"{engine_section}.resources": e.resources, "rollout.resources": r.resources}
     if with_retrieval and not q.url:
         from ray_distill.stages.index import index_dir, shard_dirs
 
         shards = len(shard_dirs(index_dir(ctx)))
         plan["retrieval.replicas x (router_cpus + shards x shard_cpus)"] = (
             q.replicas * (q.router_cpus + shards * q.shard_cpus), q.replicas * shards * q.shard_gpus)
-    require_resources(plan)
+        custom["retrieval.resources"] = q.resources
+    require_resources(plan, custom)
+
+
+def launch_retrieval(ctx: StageContext):
+    """The index stage's shards as a Ray service (a RetrievalClient), placed as `retrieval` says."""
+    from ray_distill.distributed.retrieval import RetrievalClient
+    from ray_distill.models import resolve_embedder
+    from ray_distill.stages.index import index_dir, index_kind, shard_dirs
+
+    r = ctx.config.retrieval
+    return RetrievalClient.launch(shard_dirs(index_dir(ctx)), resolve_embedder(ctx.config.models.embedder).name,
+                                  replicas=r.replicas, cache_size=r.cache_size, search=index_kind(ctx),
+                                  router_options={"num_cpus": r.router_cpus, "resources": dict(r.resources)},
+                                  shard_options={"num_cpus": r.shard_cpus, "num_gpus": r.shard_gpus,
+                                                 "resources": dict(r.resources)})
 
 
 def retrieval_for_agents(ctx: StageContext) -> dict[str, Any]:
     """How rollout workers reach web_search: retrieval.url, else the index stage's shards as a Ray service."""
-    from ray_distill.stages.index import index_built, index_dir, index_kind, shard_dirs
+    from ray_distill.stages.index import index_built, index_dir
 
     r = ctx.config.retrieval
     if r.url:
@@ -127,17 +144,7 @@ def retrieval_for_agents(ctx: StageContext) -> dict[str, Any]:
         raise UserError(f"the agent's web_search needs a retrieval index: no built index at {index_dir(ctx)}; "
                         "run `ray-distill index CONFIG` or set retrieval.url")
 
-    def start():
-        from ray_distill.distributed.retrieval import RetrievalClient
-        from ray_distill.models import resolve_embedder
-
-        return RetrievalClient.launch(shard_dirs(index_dir(ctx)), resolve_embedder(ctx.config.models.embedder).name,
-                                      replicas=r.replicas, router_options={"num_cpus": r.router_cpus},
-                                      cache_size=r.cache_size,
-                                      shard_options={"num_cpus": r.shard_cpus, "num_gpus": r.shard_gpus},
-                                      search=index_kind(ctx))
-
-    client = ctx.services.get(("retrieval", str(index_dir(ctx))), start, lambda c: c.close())
+    client = ctx.services.get(("retrieval", str(index_dir(ctx))), lambda: launch_retrieval(ctx), lambda c: c.close())
     return {"retrieval_routers": tuple(client.routers)}
 
 
@@ -172,7 +179,7 @@ def run_rollouts(ctx: StageContext, items: list[RolloutItem], store, spec_fields
         retrieval = retrieval_for_agents(ctx) if agents else {}
         engine = engine_replicas(ctx, getattr(ctx.config, engine_section), model or ctx.config.models.teacher)
         spec = RolloutSpec(engine_replicas=tuple(engine.replicas), model=engine.model, **spec_fields, **retrieval)
-        return stream_outcomes(todo, spec, workers=r.workers, worker_cpus=r.worker_cpus)
+        return stream_outcomes(todo, spec, workers=r.workers, worker_cpus=r.worker_cpus, resources=r.resources)
 
     return run_items(items, store, stream, progress=ctx.progress, desc=desc)
 

@@ -121,6 +121,7 @@ def trials_table(outcomes: list[dict]) -> str:
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
+    from ray_distill.distributed.cluster import require_resources
     from ray_distill.distributed.sweep import concurrent_trials, run_tune
     from ray_distill.evaluation.grid import sweep_trials
     from ray_distill.fileio import write_json_atomic
@@ -128,6 +129,10 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     trials = sweep_trials(ctx.config)
     if len({(t.student, t.method) for t in trials}) != len(trials):
         raise UserError(f"two sweep trials share a name: {[(t.student, t.method) for t in trials]}")
+    # Checked here, before hours of teacher data: a trial's own stages run in a Tune worker, which did not
+    # start this Ray, so they do not check.
+    require_resources({}, {f"{s}.resources": getattr(ctx.config, s).resources
+                           for s in ("train", "student_engine", "rollout", "retrieval")})
     _teacher_data(ctx)
     at_once = concurrent_trials(per_trial_resources(ctx), len(trials), ctx.config.sweep.max_concurrent_trials)
     log.info("[sweep] %d trials (%s), %d at a time", len(trials),
@@ -166,4 +171,7 @@ STAGE = Stage(
             "student_engine", "evaluate", "benchmarks", "sweep"),
     run=_run,
     is_complete=_is_complete,
+    # The teacher data made before Tune starts, and every trial's training and evaluation.
+    outputs=lambda ctx: [ctx.run_dir / name for name in ("cot", "generate", "filter", "train", "evaluate", "sweep")],
+    tensorboard=True,
 )

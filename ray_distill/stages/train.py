@@ -21,7 +21,7 @@ from ray_distill.errors import UserError
 from ray_distill.stages.base import Stage, StageContext
 
 # Settings that change how a run proceeds, not what it learns: a run resumes across them.
-_RUNTIME_ONLY = ("cpus_per_worker", "checkpoint_every", "keep_checkpoints", "stop_after_steps")
+_RUNTIME_ONLY = ("cpus_per_worker", "resources", "checkpoint_every", "keep_checkpoints", "stop_after_steps")
 
 
 def source_file(ctx: StageContext) -> Path:
@@ -98,7 +98,8 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
     ctx.services.close()  # the teacher's replicas would hold the CPUs and GPUs the workers need
     require_resources({"train.workers x cpus_per_worker": (t.workers * t.cpus_per_worker, 0.0),
-                       "train.workers x gpus_per_worker": (0.0, float(t.workers * t.gpus_per_worker))})
+                       "train.workers x gpus_per_worker": (0.0, float(t.workers * t.gpus_per_worker))},
+                      {"train.resources": t.resources})
     job = TrainJob(model_dir=str(model_dir), data_dir=str(out / "sft"), storage_dir=str(out / "ray"),
                    log_dir=str(out / "logs"), num_sequences=sft["sequences"],
                    torch_extensions_dir=str(torch_extensions_dir()))
@@ -125,4 +126,5 @@ STAGE = Stage(
     inputs=("models", "questions", "generate", "cot", "retrieval", "index", "scoring", "filter", "train"),
     run=_run,
     is_complete=_is_complete,
+    tensorboard=True,
 )

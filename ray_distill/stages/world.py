@@ -52,4 +52,5 @@ STAGE = Stage(
     inputs=("world",),
     run=_run,
     is_complete=_is_complete,
+    outputs=lambda ctx: [world_dir(ctx)],
 )

@@ -1,0 +1,164 @@
+"""The durable copy of a run directory (`run.storage`): a cloud URI or a path, opened by pyarrow.
+
+A cluster's disks go away with the cluster, so the pipeline copies each stage's outputs and the
+manifest to the storage when the stage ends (`push`) and starts a run by fetching what the local run
+directory lacks (`pull`): a run continues on a new cluster where the last one stopped. pyarrow opens
+s3://, gs://, hdfs://, abfs:// and file:// natively; any other scheme an installed fsspec
+implementation knows goes through pyarrow's fsspec handler.
+
+The storage holds an index (`INDEX`) of every stored file's size and its modification time in the
+run directory. A push stores the files whose version the index lacks and forgets (and deletes) the
+stored files under the pushed directories that are gone locally, such as pruned checkpoints. A pull
+fetches the files the run directory lacks or holds in an older version, never replacing a newer
+local file (work done after the last push, e.g. before a kill), and gives each its original time
+back, so a fetched run looks to the stages exactly as it did where it was made (input fingerprints
+that include file times, such as the index stage's corpus, stay valid). Fetched files land under a
+temporary name first, and the index is written after the files it lists, so a crash never leaves
+half a file under its own name nor an index entry without its file. Temporary files of atomic
+writes are never stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable
+
+from ray_distill.errors import UserError
+
+log = logging.getLogger(__name__)
+INDEX = ".ray-distill-storage.json"
+_THREADS = 8
+
+
+def open_filesystem(uri: str):
+    """(pyarrow filesystem, root path inside it) for a URI or a local path."""
+    import pyarrow.fs as pafs
+
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except ValueError as native_error:  # pyarrow does not know the scheme
+        try:
+            import fsspec
+            from fsspec.core import split_protocol
+
+            protocol, path = split_protocol(uri)
+            filesystem = fsspec.filesystem(protocol)
+        except (ImportError, ValueError) as e:
+            raise UserError(f"run.storage {uri!r}: pyarrow cannot open it ({native_error}) and neither can fsspec "
+                            f"({e}); install the fsspec package for that scheme") from None
+        return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), path.rstrip("/")
+
+
+class RunStorage:
+    """`local` (the run directory) mirrored at `uri`."""
+
+    def __init__(self, uri: str, local: Path):
+        self.uri = uri
+        self.local = Path(local).resolve()
+        self.fs, self.root = open_filesystem(uri)
+
+    def _remote(self, relative: str) -> str:
+        return f"{self.root}/{relative}"
+
+    def stored(self) -> dict[str, list[int]]:
+        """The storage's index: file path relative to the run -> [size, mtime_ns]."""
+        import pyarrow.fs as pafs
+
+        if self.fs.get_file_info(self._remote(INDEX)).type != pafs.FileType.File:
+            return {}
+        with self.fs.open_input_stream(self._remote(INDEX)) as handle:
+            return json.loads(handle.read())
+
+    def pull(self) -> int:
+        """Fetch every stored file the run directory lacks or holds in an older version; returns how many."""
+        todo = []
+        for relative, (size, mtime_ns) in self.stored().items():
+            path = self.local / relative
+            if not path.is_file() or path.stat().st_mtime_ns < mtime_ns:
+                todo.append((relative, mtime_ns))
+        self._run(self._download, todo, f"fetching the run from {self.uri}")
+        return len(todo)
+
+    def push(self, paths: Iterable[Path]) -> int:
+        """Store the files under `paths` (files or directories inside the run directory) whose version the
+        storage lacks, and forget those gone locally; returns how many files were stored."""
+        index = self.stored()
+        todo, gone = [], []
+        for path in paths:
+            path = Path(path).expanduser().resolve()
+            if not path.is_relative_to(self.local):
+                log.warning("%s is outside the run directory %s: not copied to %s", path, self.local, self.uri)
+                continue
+            prefix = path.relative_to(self.local).as_posix()
+            files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+            present = set()
+            for file in files:
+                if _is_temporary(file.name):
+                    continue
+                relative = file.relative_to(self.local).as_posix()
+                present.add(relative)
+                version = _version(file)
+                if index.get(relative) != version:
+                    todo.append((relative, version))
+            gone += [k for k in index if (k == prefix or k.startswith(prefix + "/")) and k not in present]
+        self._run(self._upload, [relative for relative, _ in todo], f"copying to {self.uri}")
+        if todo or gone:
+            for relative in gone:
+                del index[relative]
+            index.update(todo)
+            self._write_index(index)
+            self._run(self._delete, gone, f"deleting from {self.uri} what the run no longer has")
+        return len(todo)
+
+    def _write_index(self, index: dict[str, list[int]]) -> None:
+        partial = self._remote(INDEX + ".tmp")
+        with self.fs.open_output_stream(partial) as handle:
+            handle.write(json.dumps(index, sort_keys=True).encode())
+        self.fs.move(partial, self._remote(INDEX))
+
+    def _run(self, work, items: list, description: str) -> None:
+        if not items:
+            return
+        log.info("%s: %d file(s)", description, len(items))
+        with ThreadPoolExecutor(_THREADS) as pool:
+            for _ in pool.map(work, items):
+                pass
+
+    def _download(self, item: tuple[str, int]) -> None:
+        relative, mtime_ns = item
+        path = self.local / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".pull-{path.name}")
+        with self.fs.open_input_stream(self._remote(relative)) as source, open(partial, "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+        os.utime(partial, ns=(mtime_ns, mtime_ns))
+        os.replace(partial, path)
+
+    def _delete(self, relative: str) -> None:
+        try:
+            self.fs.delete_file(self._remote(relative))
+        except FileNotFoundError:  # deleted by an earlier push that died before writing its index
+            pass
+
+    def _upload(self, relative: str) -> None:
+        remote = self._remote(relative)
+        self.fs.create_dir(remote.rsplit("/", 1)[0], recursive=True)
+        with open(self.local / relative, "rb") as source, self.fs.open_output_stream(remote) as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+
+
+def _is_temporary(name: str) -> bool:
+    """Files of an atomic write in progress (fileio, the record store) or of a fetch."""
+    return name.startswith((".tmp-", ".pull-")) or name.endswith(".tmp")
+
+
+def _version(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]

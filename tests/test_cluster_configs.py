@@ -1,0 +1,197 @@
+"""cluster/: the launcher configs pass Ray's own validation, the KubeRay manifests have what the operator
+needs, and every role of the experiment configs fits a node type of every cluster."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ray_distill.config import load_config
+from ray_distill.resources import roles
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER = REPO / "cluster"
+LAUNCHERS = ["aws.yaml", "gcp.yaml"]
+# The configs meant for a GPU cluster (the quickstart runs anywhere and asks for nothing special).
+CLUSTER_EXPERIMENTS = ["paper/distill.yaml", "paper/sweep.yaml", "wiki18_e5.yaml"]
+WIKI18_SHARDS = 8  # 21M passages at experiments/wiki18_e5.yaml's passages_per_shard
+
+
+def _load(name: str):
+    return yaml.safe_load((CLUSTER / name).read_text())
+
+
+def _launcher_nodes(config: dict) -> dict[str, tuple[dict[str, float], int]]:
+    """node type -> (resources, most nodes of it)."""
+    head = config["head_node_type"]
+    return {name: (dict(t["resources"]), 1 if name == head else t["max_workers"])
+            for name, t in config["available_node_types"].items()}
+
+
+def _quantity(text) -> float:
+    return float(str(text))
+
+
+def _pod_resources(group: dict) -> dict[str, float]:
+    """What Ray sees on a KubeRay pod: rayStartParams first, else the container's limits."""
+    params = group["rayStartParams"]
+    limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+    found = {"CPU": _quantity(params.get("num-cpus", limits["cpu"])),
+             "GPU": _quantity(params.get("num-gpus", limits.get("nvidia.com/gpu", 0)))}
+    if "resources" in params:  # KubeRay passes it to `ray start --resources` as given: a quoted JSON object
+        found.update(json.loads(json.loads(params["resources"])))
+    return found
+
+
+def _kuberay_nodes(cluster: dict) -> dict[str, tuple[dict[str, float], int]]:
+    spec = cluster["spec"]
+    nodes = {"head": (_pod_resources(spec["headGroupSpec"]), 1)}
+    for group in spec["workerGroupSpecs"]:
+        nodes[group["groupName"]] = (_pod_resources(group), group["maxReplicas"])
+    return nodes
+
+
+CLUSTERS = {
+    "aws": lambda: _launcher_nodes(_load("aws.yaml")),
+    "gcp": lambda: _launcher_nodes(_load("gcp.yaml")),
+    "kuberay": lambda: _kuberay_nodes(_load("kuberay/raycluster.yaml")),
+}
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_configs_pass_rays_validation(name):
+    from jsonschema import ValidationError
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = _load(name)
+    validate_config(prepare_config(copy.deepcopy(config)))  # what `ray up` checks before it starts anything
+    broken = copy.deepcopy(config)
+    broken["available_node_types"]["head"]["resourcez"] = broken["available_node_types"]["head"].pop("resources")
+    with pytest.raises(ValidationError):
+        validate_config(prepare_config(broken))
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_every_launcher_node_installs_the_project_and_mounts_the_shared_storage(name):
+    config = _load(name)
+    assert config["file_mounts"] == {"~/ray-distill": "."}
+    assert ".venv" in config["rsync_exclude"] and "runs" in config["rsync_exclude"]
+    setups = {"head": config["head_setup_commands"]}
+    setups |= {n: t["worker_setup_commands"] for n, t in config["available_node_types"].items()
+               if n != config["head_node_type"]}
+    for node, commands in setups.items():
+        text = "\n".join(commands)
+        assert "bash ~/ray-distill/scripts/install.sh ~/venv" in text, node
+        assert "mountpoint -q /data ||" in text, node  # runs and the HF cache are shared by every node
+        gpus = dict(config["available_node_types"].get(node, {"resources": {}})["resources"]).get("GPU", 0)
+        # By name, not by nvidia-smi: a GPU node's driver may still be loading when its setup runs.
+        assert f"RAY_DISTILL_INSTALL={'gpu' if gpus else 'base'} bash" in text, node
+    for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        assert "source ~/venv/bin/activate" in commands[-1]  # `ray-distill` on the jobs' PATH
+    # One image for every node (one Python), and not Ray's `latest_dlami` (Ubuntu 18.04, too old).
+    images = {t["node_config"].get("ImageId") or t["node_config"]["disks"][0]["initializeParams"]["sourceImage"]
+              for t in config["available_node_types"].values()}
+    assert len(images) == 1 and "latest_dlami" not in images
+    for node_type in config["available_node_types"].values():
+        if "guestAccelerators" in node_type["node_config"]:  # GCP: GPUs cannot live-migrate
+            assert node_type["node_config"]["scheduling"] == {"onHostMaintenance": "TERMINATE"}
+
+
+def test_every_placeholder_to_replace_is_named_in_the_cluster_readme():
+    readme = (CLUSTER / "README.md").read_text()
+    texts = [(CLUSTER / name).read_text() for name in ("aws.yaml", "gcp.yaml", "kuberay/raycluster.yaml")]
+    placeholders = {p for text in texts for p in re.findall(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b|\bREGISTRY\b", text)
+                    if p not in ("HF_HOME", "RAY_HEAD_IP", "RAY_DISTILL_INSTALL")}
+    assert {"EFS_DNS_NAME", "DLAMI_UBUNTU_22_04_AMI_ID", "FILESTORE_IP", "YOUR_PROJECT_ID", "REGISTRY"} <= placeholders
+    for placeholder in placeholders:
+        assert f"`{placeholder}`" in readme, f"{placeholder} is not explained in cluster/README.md"
+
+
+def test_kuberay_manifests_have_what_the_operator_needs():
+    import ray
+
+    storage, cluster, job = _load("kuberay/storage.yaml"), _load("kuberay/raycluster.yaml"), _load("kuberay/rayjob.yaml")
+    assert (cluster["apiVersion"], cluster["kind"], job["apiVersion"], job["kind"]) == \
+           ("ray.io/v1", "RayCluster", "ray.io/v1", "RayJob")
+    spec = cluster["spec"]
+    assert spec["rayVersion"] == ray.__version__
+    assert spec["enableInTreeAutoscaling"] is True
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    for group in groups:
+        pod = group["template"]["spec"]
+        container = pod["containers"][0]
+        assert container["image"] and isinstance(group["rayStartParams"], dict)
+        assert container["resources"]["limits"] == container["resources"]["requests"]  # Ray sees what it gets
+        claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+        assert claims == {storage["metadata"]["name"]}
+        assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
+        assert {"name": "HF_HOME", "value": "/data/hf-cache"} in container["env"]
+    for group in spec["workerGroupSpecs"]:
+        assert group["groupName"] and 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+    assert storage["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert job["spec"]["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
+    # A job on an existing cluster neither shuts it down nor expires with it.
+    assert not {"shutdownAfterJobFinishes", "ttlSecondsAfterFinished", "rayClusterSpec"} & set(job["spec"])
+    assert re.fullmatch(r"ray-distill run /home/ray/ray-distill/experiments/\S+\.yaml", job["spec"]["entrypoint"])
+    assert (REPO / job["spec"]["entrypoint"].split()[2].removeprefix("/home/ray/ray-distill/")).is_file()
+    assert yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"] == _load("runtime_env.yaml")["env_vars"]
+
+
+def test_one_ray_version_everywhere():
+    import ray
+
+    pins = {line.split("==")[1] for name in ("cpu.txt", "cluster.txt")
+            for line in (REPO / "constraints" / name).read_text().splitlines() if line.startswith("ray==")}
+    image = re.search(r"^FROM rayproject/ray:([\d.]+)-", (CLUSTER / "Dockerfile").read_text(), re.M).group(1)
+    assert pins == {ray.__version__} == {image}
+
+
+def test_runtime_env_example_is_one_ray_accepts():
+    from ray.runtime_env import RuntimeEnv
+
+    env = _load("runtime_env.yaml")
+    assert set(env) <= RuntimeEnv.known_fields
+    RuntimeEnv(**env)
+    assert env["working_dir"] == "."
+
+
+@pytest.mark.parametrize("cluster", CLUSTERS)
+@pytest.mark.parametrize("experiment", CLUSTER_EXPERIMENTS)
+def test_every_role_of_the_paper_configs_fits_a_node_type(cluster, experiment):
+    nodes = CLUSTERS[cluster]()
+    head = nodes.pop("head")
+    assert head[0]["CPU"] == 0  # drivers only: nothing that reserves a CPU lands on the head
+    config = load_config(REPO / "experiments" / experiment)
+    declared = {name for resources, _ in nodes.values() for name in resources}
+    total = {name: sum(r.get(name, 0) * most for r, most in nodes.values()) for name in declared}
+    for role in roles(config):
+        missing = set(role.bundle) - declared
+        assert not missing, f"{experiment}: {role.name} asks for {missing}, which no node type of {cluster} has"
+        assert any(role.fits(r) for r, _ in nodes.values()), \
+            f"{experiment}: one {role.name} ({role.bundle}) fits no node type of {cluster}: {nodes}"
+        if isinstance(role.count, int):
+            for name, amount in role.bundle.items():
+                assert role.count * amount <= total[name], f"{experiment}: {role.name} x {role.count} > {cluster}"
+    # CPU-only roles that name `cpu_node` must never take a GPU node's CPUs, and the nodes that have it have no GPU.
+    assert all(r.get("GPU", 0) == 0 for r, _ in nodes.values() if "cpu_node" in r)
+    if "sweep" in config.run.stages:  # trials at once each train, serve and judge on their own resources
+        trials, t, e, j = config.sweep.max_concurrent_trials, config.train, config.student_engine, config.teacher_engine
+        assert trials * max(t.workers * t.gpus_per_worker, e.replicas * e.gpus_per_replica,
+                            j.replicas * j.gpus_per_replica if config.scoring.judge else 0) <= total["GPU"]
+        # ... and serve their own retrieval and rollout workers on the CPU nodes (the paper's index: 8 shards)
+        q, r = config.retrieval, config.rollout
+        cpu_nodes = sum(res["CPU"] * most for res, most in nodes.values() if "cpu_node" in res)
+        per_trial = q.replicas * (q.router_cpus + WIKI18_SHARDS * q.shard_cpus) + r.workers * r.worker_cpus
+        assert trials * per_trial <= cpu_nodes, f"{cluster}: {trials} trials x {per_trial} CPUs > {cpu_nodes}"
+
+
+def test_a_role_that_fits_nowhere_is_caught():
+    config = load_config(REPO / "experiments" / "paper" / "distill.yaml", ["teacher_engine.gpus_per_replica=16"])
+    nodes = CLUSTERS["aws"]()
+    teacher = next(r for r in roles(config) if r.name.startswith("teacher"))
+    assert not any(teacher.fits(r) for r, _ in nodes.values())

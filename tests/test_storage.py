@@ -1,0 +1,134 @@
+"""`run.storage`: a run directory mirrored to a path, an S3 bucket (a real S3 server on loopback) or an
+fsspec filesystem, and a pipeline that resumes from the storage alone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ray_distill.config import load_config
+from ray_distill.errors import UserError
+from ray_distill.stages.pipeline import read_run_manifest, run_pipeline
+from ray_distill.storage import INDEX, RunStorage
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tree(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _make_run(root: Path) -> None:
+    (root / "world" / "deep").mkdir(parents=True)
+    (root / "world" / "corpus.jsonl").write_text('{"id": "1", "contents": "a"}\n')
+    (root / "world" / "deep" / "part-0.parquet").write_bytes(os.urandom(3 << 20))  # several upload parts
+    (root / "manifest.json").write_text("{}\n")
+    os.utime(root / "world" / "corpus.jsonl", ns=(1_600_000_000_123_456_789,) * 2)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3 server (moto) on loopback; the code under test talks to it with pyarrow's own S3 client."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"{host}:{port}"
+    server.stop()
+
+
+def _s3_uri(endpoint: str, prefix: str) -> str:
+    return f"s3://runs/{prefix}?endpoint_override={endpoint}&scheme=http&region=us-east-1&allow_bucket_creation=true"
+
+
+@pytest.mark.parametrize("kind", ["path", "s3", "fsspec"])
+def test_push_then_pull_restores_the_run_with_its_file_times(tmp_path, kind, request):
+    uri = {"path": lambda: str(tmp_path / "stored"),
+           "s3": lambda: _s3_uri(request.getfixturevalue("s3_endpoint"), tmp_path.name),
+           "fsspec": lambda: f"memory://{tmp_path.name}/run"}[kind]()
+    made = tmp_path / "made"
+    _make_run(made)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "index.faiss").write_text("outside the run")
+    (made / "world" / ".tmp-part-1.parquet").write_text("half written")
+    storage = RunStorage(uri, made)
+    assert storage.push([made / "world", made / "manifest.json", tmp_path / "elsewhere"]) == 3
+    assert sorted(storage.stored()) == ["manifest.json", "world/corpus.jsonl", "world/deep/part-0.parquet"]
+    (made / "world" / ".tmp-part-1.parquet").unlink()
+    assert storage.push([made]) == 0  # nothing changed
+    (made / "manifest.json").write_text('{"stages": {}}\n')
+    assert storage.push([made]) == 1
+
+    fresh = tmp_path / "fresh"
+    assert RunStorage(uri, fresh).pull() == 3
+    assert _tree(fresh) == _tree(made)  # bytes and modification times
+    assert RunStorage(uri, fresh).pull() == 0
+    (fresh / "world" / "corpus.jsonl").write_text("an older version\n")  # the storage's copy is newer
+    os.utime(fresh / "world" / "corpus.jsonl", ns=(1_500_000_000_000_000_000,) * 2)
+    assert RunStorage(uri, fresh).pull() == 1
+    assert _tree(fresh) == _tree(made)
+    assert not list(fresh.rglob(".pull-*")) and not (fresh / INDEX).exists()
+
+    # Work done after the last push (a stage killed before it could copy) is never replaced by older copies.
+    (fresh / "manifest.json").write_text('{"stages": {"world": {}}, "newer": true}\n')
+    assert RunStorage(uri, fresh).pull() == 0
+    assert "newer" in (fresh / "manifest.json").read_text()
+    # A file gone from the run (a pruned checkpoint) is forgotten and deleted by the next push of its directory.
+    (made / "world" / "deep" / "part-0.parquet").unlink()
+    assert storage.push([made / "world"]) == 0
+    assert "world/deep/part-0.parquet" not in storage.stored()
+    assert not storage.fs.get_file_info(storage._remote("world/deep/part-0.parquet")).is_file
+    assert RunStorage(uri, tmp_path / "third").pull() == 2
+    assert not (tmp_path / "third" / "world" / "deep").exists()
+
+
+def test_a_failed_stage_still_stores_what_it_finished(tmp_path, monkeypatch):
+    from ray_distill.stages import STAGES
+    from ray_distill.stages.base import Stage
+
+    def run(ctx):
+        (ctx.run_dir / "world").mkdir(parents=True)
+        (ctx.run_dir / "world" / "part-00000.jsonl").write_text("finished before the crash\n")
+        raise RuntimeError("node lost")
+
+    monkeypatch.setitem(STAGES, "world", Stage("world", "fails halfway", ("world",), run, lambda ctx: False))
+    config = load_config(REPO / "experiments" / "quickstart.yaml",
+                         [f"run.dir={tmp_path / 'run'}", f"run.storage={tmp_path / 'stored'}", "run.stages=[world]"])
+    with pytest.raises(RuntimeError, match="node lost"):
+        run_pipeline(config, progress=False)
+    assert (tmp_path / "stored" / "world" / "part-00000.jsonl").read_text() == "finished before the crash\n"
+    assert "manifest.json" not in RunStorage(str(tmp_path / "stored"), tmp_path / "run").stored()
+
+
+def test_unknown_scheme_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="nosuchfs://"):
+        RunStorage("nosuchfs://bucket/run", tmp_path)
+
+
+def test_pipeline_stores_each_stage_and_resumes_from_the_storage_alone(tmp_path, s3_endpoint, caplog):
+    s3_uri = _s3_uri(s3_endpoint, "pipeline")
+    overrides = [f"run.dir={tmp_path / 'run'}", f"run.storage={s3_uri}", "world.num_passages=300",
+                 "world.num_fact_questions=20", "world.num_math_questions=20", "run.stages=[world]"]
+    config = load_config(REPO / "experiments" / "quickstart.yaml", overrides)
+    with caplog.at_level("INFO"):
+        run_pipeline(config, progress=False)
+    assert f"[world] stored at {s3_uri}" in caplog.text
+    assert f"[world] outputs: {tmp_path / 'run' / 'world'}" in caplog.text
+    made = _tree(tmp_path / "run")
+
+    shutil.rmtree(tmp_path / "run")  # the cluster is gone; a new one starts from the storage
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        manifest = run_pipeline(config, progress=False)
+    assert "[world] up to date, skipped" in caplog.text
+    assert manifest["stages"]["world"]["summary"] == read_run_manifest(tmp_path / "run")["stages"]["world"]["summary"]
+    restored = _tree(tmp_path / "run")
+    assert {k: v for k, v in restored.items() if k != "config.yaml"} == \
+           {k: v for k, v in made.items() if k != "config.yaml"}
