@@ -130,7 +130,7 @@ def _command(args: argparse.Namespace) -> int:
     stages = None if args.command == "run" else [args.command]
     run_pipeline(config, stages, force=args.force, progress=not args.quiet)
     _print_report(config, stages)
-    print(f"run directory: {config.run.dir}")
+    print(f"run directory: {config.run.dir}" + (f" (copied to {config.run.storage})" if config.run.storage else ""))
     return 0
 
 

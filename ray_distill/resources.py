@@ -65,10 +65,11 @@ def roles(config: ExperimentConfig) -> list[Role]:
 
 
 def table(config: ExperimentConfig) -> str:
-    """The roles as a Markdown table."""
+    """The roles of the stages in `run.stages`, as a Markdown table."""
     lines = ["| role | sized by | stages | at once | each reserves (one node) |", "|---|---|---|---|---|"]
-    for role in roles(config):
+    for role in (r for r in roles(config) if set(r.stages) & set(config.run.stages)):
         each = ", ".join(f"{k} {v:g}" for k, v in role.bundle.items()) or "nothing"
         lines.append(f"| {role.name} | `{role.setting}` | {', '.join(role.stages)} | {role.count} | {each} |")
-    return "\n".join(lines) + ("\n\nIn `sweep`, each trial running at once has its own train workers and student "
-                               "replicas (`sweep.max_concurrent_trials`).\n")
+    note = ("\n\nIn `sweep`, each trial running at once has its own train workers, student replicas, judge and "
+            "retrieval service (`sweep.max_concurrent_trials`).") if "sweep" in config.run.stages else ""
+    return "\n".join(lines) + note + "\n"

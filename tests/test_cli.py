@@ -83,6 +83,16 @@ def test_config_show_prints_resolved_yaml(tmp_path, capsys):
     assert load_config(tmp_path / "shown.yaml").run.name == "demo"
 
 
+def test_resources_command_prints_each_roles_bundle(capsys):
+    assert main(["resources", "experiments/paper/sweep.yaml", "teacher_engine.replicas=3"]) == 0
+    out = capsys.readouterr().out
+    assert "| teacher replica (and the judge) | `teacher_engine` | cot, generate, filter, evaluate, sweep | 3 | " \
+           "CPU 16, GPU 4 |" in out  # a tensor-parallel replica: all 4 GPUs and 4 CPUs per GPU on one node
+    assert "| rollout worker (with its sandboxes) | `rollout` | cot, generate, evaluate, sweep | 4 | " \
+           "CPU 1, cpu_node 0.001 |" in out
+    assert "| retrieval shard | `retrieval` | generate, evaluate, sweep | one per shard x 1 | CPU 4, cpu_node 0.001 |" in out
+
+
 def test_models_command_resolves_embedded_names(tiny_model, capsys):
     assert main(["models", "tiny-random"]) == 0
     assert capsys.readouterr().out.strip() == f"tiny-random\t{tiny_model}"
