@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
@@ -152,6 +153,36 @@ class RunStorage:
         self.fs.create_dir(remote.rsplit("/", 1)[0], recursive=True)
         with open(self.local / relative, "rb") as source, self.fs.open_output_stream(remote) as target:
             shutil.copyfileobj(source, target, 1 << 20)
+
+
+class PeriodicPush:
+    """While the `with` block runs, push `paths` every `interval` seconds from a background thread, so a
+    job killed outright keeps the last copy. A failed copy is logged and retried at the next interval:
+    the stage goes on."""
+
+    def __init__(self, storage: "RunStorage | None", paths: list[Path], interval: float):
+        self.storage, self.paths, self.interval = storage, paths, interval
+        self._stop = threading.Event()
+        self._thread = None
+
+    def __enter__(self) -> "PeriodicPush":
+        if self.storage and self.interval > 0:
+            self._thread = threading.Thread(target=self._loop, name="run-storage-push", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.storage.push(self.paths)
+            except Exception:
+                log.exception("copying the running stage's outputs to %s failed; trying again in %.0f s",
+                              self.storage.uri, self.interval)
 
 
 def _is_temporary(name: str) -> bool:

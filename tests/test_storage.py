@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,30 @@ def test_a_failed_stage_still_stores_what_it_finished(tmp_path, monkeypatch):
         run_pipeline(config, progress=False)
     assert (tmp_path / "stored" / "world" / "part-00000.jsonl").read_text() == "finished before the crash\n"
     assert "manifest.json" not in RunStorage(str(tmp_path / "stored"), tmp_path / "run").stored()
+
+
+def test_a_running_stage_is_copied_every_interval(tmp_path, monkeypatch):
+    from ray_distill.stages import STAGES
+    from ray_distill.stages.base import Stage
+
+    seen = {}
+
+    def run(ctx):  # a long stage: its checkpoint must reach the storage before the stage ends
+        (ctx.run_dir / "world").mkdir(parents=True)
+        (ctx.run_dir / "world" / "checkpoint.bin").write_text("step 100")
+        stored = RunStorage(str(tmp_path / "stored"), ctx.run_dir)
+        deadline = time.monotonic() + 30
+        while "world/checkpoint.bin" not in stored.stored() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen["while running"] = (tmp_path / "stored" / "world" / "checkpoint.bin").read_text()
+        return {}
+
+    monkeypatch.setitem(STAGES, "world", Stage("world", "trains for hours", ("world",), run, lambda ctx: False))
+    config = load_config(REPO / "experiments" / "quickstart.yaml",
+                         [f"run.dir={tmp_path / 'run'}", f"run.storage={tmp_path / 'stored'}", "run.stages=[world]",
+                          "run.storage_interval=0.2"])
+    run_pipeline(config, progress=False)
+    assert seen == {"while running": "step 100"}
 
 
 def test_unknown_scheme_is_a_user_error(tmp_path):

@@ -61,8 +61,14 @@ class RunConfig:
     storage: str = _help(
         "Durable copy of the run directory: a URI (s3://bucket/prefix, gs://bucket/prefix, file:///path; any "
         "filesystem pyarrow opens) or a path. Each stage's outputs and the manifest are copied there when the stage "
-        "ends, and a run starts by fetching what run.dir lacks, so a run resumes on a new cluster. Empty: none.",
+        "ends (and every storage_interval seconds while it runs), and a run starts by fetching what run.dir lacks, "
+        "so a run resumes on a new cluster. Empty: none.",
         "",
+    )
+    storage_interval: float = _help(
+        "Seconds between copies of a running stage's outputs to run.storage, so a job killed outright (a lost head "
+        "node) keeps its last copy, e.g. training checkpoints and stored trajectories; 0: only when the stage ends.",
+        600.0,
     )
 
     def problems(self) -> Problems:
@@ -72,6 +78,7 @@ class RunConfig:
             yield "dir", "must not be empty"
         if len(set(self.stages)) != len(self.stages):
             yield "stages", f"lists a stage twice: {self.stages}"
+        yield from _at_least(self, 0, "storage_interval")
 
 
 @dataclass

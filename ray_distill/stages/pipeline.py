@@ -7,7 +7,8 @@ skipped, so rerunning a pipeline after a crash or with an unchanged config
 only does the missing work. With `run.storage` set, the run starts by
 fetching what the run directory lacks from the storage, and each stage's
 outputs (also those of a stage that failed: the work it finished) and then
-the manifest are copied there.
+the manifest are copied there; a running stage's outputs also every
+`run.storage_interval` seconds.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ray_distill.errors import UserError
 from ray_distill.fileio import write_json_atomic
 from ray_distill.stages import STAGES
 from ray_distill.stages.base import StageContext
-from ray_distill.storage import RunStorage
+from ray_distill.storage import PeriodicPush, RunStorage
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -74,7 +75,8 @@ def run_pipeline(
             log.info("[%s] %s", name, stage.help)
             start = time.time()
             try:
-                summary = stage.run(ctx)
+                with PeriodicPush(storage, stage.output_dirs(ctx), config.run.storage_interval):
+                    summary = stage.run(ctx)
             except BaseException:
                 if storage:  # what the failed stage finished is not lost with the cluster
                     ctx.services.close()  # not holding GPUs through the copy
