@@ -142,7 +142,7 @@ def test_pipeline_stores_each_stage_and_resumes_from_the_storage_alone(tmp_path,
     overrides = [f"run.dir={tmp_path / 'run'}", f"run.storage={s3_uri}", "world.num_passages=300",
                  "world.num_fact_questions=20", "world.num_math_questions=20", "run.stages=[world]"]
     config = load_config(REPO / "experiments" / "quickstart.yaml", overrides)
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO", logger="ray_distill"):  # the CLI tests may have left it at WARNING
         run_pipeline(config, progress=False)
     assert f"[world] stored at {s3_uri}" in caplog.text
     assert f"[world] outputs: {tmp_path / 'run' / 'world'}" in caplog.text
@@ -150,7 +150,7 @@ def test_pipeline_stores_each_stage_and_resumes_from_the_storage_alone(tmp_path,
 
     shutil.rmtree(tmp_path / "run")  # the cluster is gone; a new one starts from the storage
     caplog.clear()
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO", logger="ray_distill"):  # the CLI tests may have left it at WARNING
         manifest = run_pipeline(config, progress=False)
     assert "[world] up to date, skipped" in caplog.text
     assert manifest["stages"]["world"]["summary"] == read_run_manifest(tmp_path / "run")["stages"]["world"]["summary"]
