@@ -97,7 +97,7 @@ class RunStorage:
             if not path.is_relative_to(self.local):
                 log.warning("%s is outside the run directory %s: not copied to %s", path, self.local, self.uri)
                 continue
-            prefix = path.relative_to(self.local).as_posix()
+            prefix = "" if path == self.local else path.relative_to(self.local).as_posix()
             files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
             present = set()
             for file in files:
@@ -108,7 +108,7 @@ class RunStorage:
                 version = _version(file)
                 if index.get(relative) != version:
                     todo.append((relative, version))
-            gone += [k for k in index if (k == prefix or k.startswith(prefix + "/")) and k not in present]
+            gone += [k for k in index if (not prefix or k == prefix or k.startswith(prefix + "/")) and k not in present]
         self._run(self._upload, [relative for relative, _ in todo], f"copying to {self.uri}")
         if todo or gone:
             for relative in gone:

@@ -88,6 +88,8 @@ def test_push_then_pull_restores_the_run_with_its_file_times(tmp_path, kind, req
     assert not storage.fs.get_file_info(storage._remote("world/deep/part-0.parquet")).is_file
     assert RunStorage(uri, tmp_path / "third").pull() == 2
     assert not (tmp_path / "third" / "world" / "deep").exists()
+    (made / "manifest.json").unlink()  # also when the whole run directory is pushed
+    assert storage.push([made]) == 0 and sorted(storage.stored()) == ["world/corpus.jsonl"]
 
 
 def test_a_failed_stage_still_stores_what_it_finished(tmp_path, monkeypatch):
