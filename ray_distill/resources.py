@@ -72,4 +72,21 @@ def table(config: ExperimentConfig) -> str:
         lines.append(f"| {role.name} | `{role.setting}` | {', '.join(role.stages)} | {role.count} | {each} |")
     note = ("\n\nIn `sweep`, each trial running at once has its own train workers, student replicas, judge and "
             "retrieval service (`sweep.max_concurrent_trials`).") if "sweep" in config.run.stages else ""
-    return "\n".join(lines) + note + "\n"
+    return "\n".join(lines) + note + "\n" + _train_memory(config)
+
+
+def _train_memory(config: ExperimentConfig) -> str:
+    """The memory model's view of one train worker's GPU, for each student the stages train."""
+    from ray_distill.evaluation.grid import sweep_trials
+    from ray_distill.training.sizing import memory_table
+
+    if "sweep" in config.run.stages:
+        students, where = [t.student for t in sweep_trials(config) if t.trains], "sweep"
+    elif "train" in config.run.stages:
+        students, where = [config.models.student], "train"
+    else:
+        return ""
+    if not students or not config.train.gpus_per_worker:
+        return ""
+    return ("\nOne train worker's GPU memory at its peak (the memory model, `training/memory.py`; GiB):\n\n"
+            + memory_table(config.train, students, where))

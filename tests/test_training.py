@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ray_distill.agent import prompts
@@ -175,9 +177,11 @@ def test_a_packed_example_sees_only_itself(tiny_model):
                               use_cache=False).logits[0, 9:15]
         alone_logits = model(input_ids=alone["input_ids"], position_ids=alone["position_ids"], use_cache=False).logits[0]
     torch.testing.assert_close(packed_logits, alone_logits, rtol=1e-4, atol=1e-4)
-    # So the packed loss is the sum of the examples' losses, target for target.
-    from ray_distill.training.student import loss_sum
+    # So the packed loss is the sum of the examples' losses, target for target (every attention path and
+    # loss kernel: tests/test_training_compute.py).
+    from ray_distill.training.student import Compute, loss_sum, prepare
 
+    prepare(model, Compute("sdpa", "full", checkpointing=False))
     with torch.no_grad():
         packed_loss, packed_targets = loss_sum(model, packed)
         parts = [loss_sum(model, collate([s.to_row()], pad_id=0)) for s in one_per_sequence([first, second])]
@@ -273,3 +277,36 @@ def test_train_config_problems_name_the_key():
     text = str(error.value)
     for key in ("train.global_batch_size", "train.export", "train.zero_stage", "train.offload_params"):
         assert key in text
+
+
+def test_the_train_stage_hands_its_workers_absolute_paths_under_a_relative_run_dir(tmp_path, monkeypatch):
+    """Ray Train runs each worker in a folder of its own: with the quickstart's relative run.dir, relative
+    paths would put the step log and TensorBoard there instead of in the run."""
+    import ray_distill.distributed.cluster as cluster
+    import ray_distill.distributed.training as training
+    from ray_distill.config import load_config
+    from ray_distill.fileio import write_parquet_atomic
+    from ray_distill.stages import STAGES
+    from ray_distill.stages.base import StageContext
+    from ray_distill.stages.filter import filter_dir
+    from test_training_stage import trajectories
+
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, ["run.dir=runs/relative", "models.student=tiny-random", "train.max_length=400"])
+    ctx = StageContext(config, Path(config.run.dir))
+    filter_dir(ctx).mkdir(parents=True)
+    write_parquet_atomic(trajectories(2), filter_dir(ctx) / "trajectories.parquet")
+    jobs = []
+
+    def fit_student(train, job):
+        jobs.append(job)
+        raise KeyboardInterrupt  # stop before any worker starts
+
+    monkeypatch.setattr(cluster, "require_resources", lambda *args, **kwargs: None)
+    monkeypatch.setattr(training, "fit_student", fit_student)
+    with pytest.raises(KeyboardInterrupt):
+        STAGES["train"].run(ctx)
+    (job,) = jobs
+    paths = [job.model_dir, job.data_dir, job.storage_dir, job.log_dir]
+    assert all(Path(p).is_absolute() for p in paths)
+    assert Path(job.log_dir) == tmp_path / "runs" / "relative" / "train" / "agent-ftp" / Path(job.log_dir).parent.name / "logs"

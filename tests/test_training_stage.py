@@ -88,6 +88,9 @@ def test_two_zero2_workers_train_the_student_and_the_loss_falls(zero2_run):
     assert sorted(epochs[0]) == sorted(epochs[1]) == sorted(f"world-fact-train/fact-{n:06d}/0" for n in range(12))
     assert epochs[0] != epochs[1]
     assert log[-1]["loss"] < log[0]["loss"] - 0.05
+    # How the workers computed, as `auto` chose on CPU.
+    assert summary["compute"] == "attention segments, loss chunked, gradient checkpointing off"
+    assert summary["notes"] == ["gradient checkpointing auto: off (no GPU memory to size against)"]
     assert (Path(summary["tensorboard"])).is_dir() and any(Path(summary["tensorboard"]).iterdir())
     assert (Path(summary["model"]) / "config.json").is_file()
 

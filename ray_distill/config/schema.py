@@ -15,6 +15,8 @@ from typing import Any, Iterator, Optional
 
 from ray_distill.engines.spec import BACKENDS
 from ray_distill.tools.retrieval.shards import KINDS as INDEX_KINDS
+from ray_distill.training.attention import PATHS as ATTENTION_PATHS
+from ray_distill.training.loss import KERNELS as LOSS_KERNELS
 
 Problems = Iterator[tuple[str, str]]
 
@@ -366,6 +368,24 @@ class TrainConfig:
     offload_params: bool = _help("Keep weights in CPU memory (ZeRO-3 only; GPU workers).", False)
     dtype: Optional[str] = _help("Training precision: bfloat16 or float32; null: bfloat16 on GPUs, float32 on CPU.",
                                  None)
+    gradient_checkpointing: str = _help(
+        "Recompute each layer's activations in the backward pass instead of keeping them: auto (on only where "
+        "the memory model says a worker would not fit its GPU without it), true or false. CPU workers: auto is off.",
+        "auto")
+    attention: str = _help(
+        "How packed examples attend only to themselves: auto (the first that runs of flash_attention_2, varlen "
+        "(both CUDA) and segments, which need no mask), flash_attention_2, varlen, segments, flex_attention, "
+        "sdpa (a dense block mask) or eager. A path that cannot run on a worker falls back to auto's, with a "
+        "note in the log.", "auto")
+    loss_kernel: str = _help(
+        "Cross entropy without a row's full logits, over target tokens only: auto (chunked), chunked, liger "
+        "(Liger Kernel, CUDA), cut_cross_entropy (CUDA); full computes the float32 logits of every position. A "
+        "fused kernel that cannot run on a worker falls back to chunked, with a note in the log.", "auto")
+    gpu_memory_gib: Optional[float] = _help(
+        "GPU memory of each train worker's GPU in GiB (the node type's: 40 for an A100 40GB). train and sweep "
+        "refuse, before any worker starts, a config that the memory model says cannot fit it (`ray-distill "
+        "resources` shows the model). null: unknown, nothing is refused and each worker sizes itself by its GPU.",
+        None)
     workers: int = _help("Ray Train workers (data-parallel ranks).", 1)
     cpus_per_worker: float = _help("CPUs each worker reserves; on CPU it computes with that many threads (at least 1). "
                                    "Leave some CPU for Ray Data's reads.", 1.0)
@@ -418,6 +438,16 @@ class TrainConfig:
         yield from _resource_problems(self.resources)
         if self.dtype not in (None, "float32", "bfloat16"):
             yield "dtype", f"must be float32, bfloat16 or null, got {self.dtype!r}"
+        from ray_distill.training.sizing import CHECKPOINTING
+
+        if str(self.gradient_checkpointing).lower() not in CHECKPOINTING:
+            yield "gradient_checkpointing", f"must be auto, true or false, got {self.gradient_checkpointing!r}"
+        if self.attention not in ("auto",) + ATTENTION_PATHS:
+            yield "attention", f"must be auto or one of {', '.join(ATTENTION_PATHS)}, got {self.attention!r}"
+        if self.loss_kernel not in ("auto",) + LOSS_KERNELS:
+            yield "loss_kernel", f"must be auto or one of {', '.join(LOSS_KERNELS)}, got {self.loss_kernel!r}"
+        if self.gpu_memory_gib is not None and self.gpu_memory_gib <= 0:
+            yield "gpu_memory_gib", f"must be > 0 or null, got {self.gpu_memory_gib}"
         if self.stop_after_steps is not None and self.stop_after_steps < 1:
             yield "stop_after_steps", f"must be >= 1 or null, got {self.stop_after_steps}"
 

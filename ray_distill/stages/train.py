@@ -21,7 +21,8 @@ from ray_distill.errors import UserError
 from ray_distill.stages.base import Stage, StageContext
 
 # Settings that change how a run proceeds, not what it learns: a run resumes across them.
-_RUNTIME_ONLY = ("cpus_per_worker", "resources", "checkpoint_every", "keep_checkpoints", "stop_after_steps")
+_RUNTIME_ONLY = ("cpus_per_worker", "resources", "checkpoint_every", "keep_checkpoints", "stop_after_steps",
+                 "gradient_checkpointing", "attention", "loss_kernel", "gpu_memory_gib")
 
 
 def source_file(ctx: StageContext) -> Path:
@@ -77,15 +78,18 @@ def _kept_rows(ctx: StageContext) -> list[dict]:
 
 def _run(ctx: StageContext) -> dict[str, Any]:
     from ray_distill.distributed.cluster import require_resources
-    from ray_distill.distributed.training import CHECKPOINT_TAG, TrainJob, fit_student
+    from ray_distill.distributed.training import COMPUTE_FILE, TrainJob, fit_student
     from ray_distill.fileio import write_json_atomic
     from ray_distill.models.cache import torch_extensions_dir
     from ray_distill.models.resolve import resolve_model
     from ray_distill.training.export import export_student
+    from ray_distill.training.loop import CHECKPOINT_TAG
     from ray_distill.training.sft_data import build_sft
+    from ray_distill.training.sizing import require_fit
 
     c, t = ctx.config, ctx.config.train
     _require_source(ctx)
+    require_fit(t, [c.models.student], "train")  # before the student is downloaded or any worker starts
     out = train_dir(ctx)
     model_dir = resolve_model(c.models.student)
     sft_summary = out / "sft" / "summary.json"
@@ -100,13 +104,15 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     require_resources({"train.workers x cpus_per_worker": (t.workers * t.cpus_per_worker, 0.0),
                        "train.workers x gpus_per_worker": (0.0, float(t.workers * t.gpus_per_worker))},
                       {"train.resources": t.resources})
-    job = TrainJob(model_dir=str(model_dir), data_dir=str(out / "sft"), storage_dir=str(out / "ray"),
-                   log_dir=str(out / "logs"), num_sequences=sft["sequences"],
-                   torch_extensions_dir=str(torch_extensions_dir()))
+    # Absolute: Ray Train runs each worker in a folder of its own, where a relative run.dir would land.
+    job = TrainJob(model_dir=str(model_dir.resolve()), data_dir=str((out / "sft").resolve()),
+                   storage_dir=str((out / "ray").resolve()), log_dir=str((out / "logs").resolve()),
+                   num_sequences=sft["sequences"], torch_extensions_dir=str(torch_extensions_dir()))
     result = fit_student(t, job)
     metrics = result["metrics"]
     summary = {"dir": str(out), "sft": sft, "steps": metrics.get("step"), "total_steps": metrics.get("total_steps"),
-               "final_loss": metrics.get("loss"), "tensorboard": str(out / "logs" / "tensorboard")}
+               "final_loss": metrics.get("loss"), **json.loads((out / "logs" / COMPUTE_FILE).read_text()),
+               "tensorboard": str(out / "logs" / "tensorboard")}
     if metrics.get("step") != metrics.get("total_steps"):
         return {**summary, "stopped": "train.stop_after_steps reached; run again to continue"}
     export_student(Path(result["checkpoint"]), CHECKPOINT_TAG, model_dir, t, student_model_dir(ctx),

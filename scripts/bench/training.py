@@ -5,24 +5,25 @@
 Both train the same model (LoRA as in the paper, or --full) on the same packed
 sequences, in the same order, with the same micro-batches, loss and optimizer
 settings, on all of this machine's cores:
-- plain: the model and torch's AdamW in this process, one micro-batch after
-  another with gradient accumulation (what a single-GPU SFT script does);
+- plain: the trainer's own loop (`training/loop.py`) in this process, on
+  torch's AdamW, with gradient accumulation (what a single-GPU SFT script does);
 - ray: the `train` stage's trainer, one Ray Train worker running DeepSpeed ZeRO.
 Each step is timed end to end, waiting for data included; tokens/s is the
 median over the steps after the first (warm-up). This machine's speed drifts
 by 10-20% between runs of minutes, so the plain loop runs before and after the
 Ray run and its steps are pooled. Also prints the real-token fraction of
 micro-batches of 4 with and without packing, at the default max_length
-(target >= 95% packed).
+(target >= 95% packed), and the plain loop's speed with the attention `auto`
+picks here against the dense block mask of old (`train.attention=sdpa`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import tempfile
-import time
 from pathlib import Path
 
 from ray_distill.agent import prompts
@@ -67,35 +68,25 @@ def real_token_fraction(rows: list[dict], train: TrainConfig) -> float:
 
 
 def plain_loop(model_dir: Path, rows: list[dict], train: TrainConfig, steps: int) -> list[tuple[int, float]]:
-    """(tokens, seconds) per optimizer step of a single-process PyTorch loop."""
+    """(tokens, seconds) per optimizer step of the trainer's loop in this process, on torch's AdamW."""
     import torch
     from transformers import AutoTokenizer
 
-    from ray_distill.training.optim import schedule
-    from ray_distill.training.packing import collate
-    from ray_distill.training.student import load_student, loss_sum, pad_id
+    from ray_distill.training.data_order import DataPosition, steps_per_epoch
+    from ray_distill.training.engines import TorchEngine
+    from ray_distill.training.loop import train_steps
+    from ray_distill.training.sizing import worker_compute
+    from ray_distill.training.student import load_student, pad_id, prepare
 
-    pad = pad_id(AutoTokenizer.from_pretrained(model_dir))
+    cpu = torch.device("cpu")
     model = load_student(model_dir, train, torch.float32)
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=train.lr,
-                                  weight_decay=train.weight_decay)
-    lr = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(steps, train.warmup_ratio, train.schedule))
-    accumulation = train.global_batch_size // train.micro_batch_size
-    timings, last = [], time.perf_counter()
-    for batch in list(global_batches(shuffled(rows, train.seed, 0, train.shuffle_buffer), train.global_batch_size))[:steps]:
-        micro = [collate(m, pad) for m in micro_batches(batch, 0, 1, train.micro_batch_size, accumulation) if m]
-        targets = sum(int((m["labels"][:, 1:] != -100).sum()) for m in micro)
-        for tensors in micro:
-            loss, _ = loss_sum(model, tensors)
-            (loss / targets).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train.max_grad_norm)
-        optimizer.step()
-        lr.step()
-        optimizer.zero_grad(set_to_none=True)
-        now = time.perf_counter()
-        timings.append((sum(len(r["input_ids"]) for r in batch), now - last))
-        last = now
+    prepare(model, worker_compute(train, model, cpu, engine="torch")[0])
+    engine = TorchEngine(model, train, total_steps=steps, accumulation=train.global_batch_size // train.micro_batch_size)
+    timings = []
+    train_steps(engine, lambda epoch: rows, train, rank=0, world=1, device=cpu,
+                pad_id=pad_id(AutoTokenizer.from_pretrained(model_dir)),
+                steps_per_epoch=steps_per_epoch(len(rows), train.global_batch_size), position=DataPosition(), step=0,
+                stop_at=steps, on_step=lambda entry, *_: timings.append((entry["tokens"], entry["seconds"])))
     return timings
 
 
@@ -159,10 +150,13 @@ def main() -> None:
     before = plain_loop(model_dir, rows, train, args.steps)
     distributed = rate(ray_path(model_dir, out / "sft", rows, train, args.steps, out))
     after = plain_loop(model_dir, rows, train, args.steps)
+    dense = rate(plain_loop(model_dir, rows, dataclasses.replace(train, attention="sdpa"), args.steps))
     plain = rate(before, after)
     print(f"plain PyTorch loop:           {plain:8.1f} tokens/s (before: {rate(before):.1f}, after: {rate(after):.1f})")
     print(f"Ray Train + DeepSpeed ZeRO-{args.zero_stage}: {distributed:8.1f} tokens/s")
     print(f"ratio: {distributed / plain:.2f}x (target >= 0.9x)")
+    print(f"plain loop, attention one SDPA call per example (auto here) / a dense block mask (sdpa, the old path): "
+          f"{plain / dense:.2f}x ({dense:.1f} tokens/s with the mask)")
     for packing in (False, True):
         s = summaries[packing]
         print(f"max_length {TrainConfig.max_length}, micro-batches of 4, {'packed  ' if packing else 'unpacked'}: "
