@@ -17,6 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 # Peaks (torch.cuda.max_memory_allocated) measured on an H200 for issue 16: random-initialised Qwen2.5
 # shapes, one packed row of 10,240 tokens per step, bf16, LoRA r=64 on all linear layers with dropout 0.05
 # (or full fine-tuning), a plain PyTorch loop with fused AdamW, SDPA (a dense block mask, or one causal row).
+# The model's two fitted constants (the full loss, a layer's backward workspace) were fitted to these, so
+# they are calibration points: the test holds every term together to them. Its "chunked" row is the issue's
+# checkpointed chunks over every position, close to this kernel in memory.
 MEASURED = [
     ("0.5b", {"attention": "sdpa", "loss_kernel": "full"}, 45.2),
     ("1.5b", {"attention": "sdpa", "loss_kernel": "full"}, 71.8),
@@ -32,7 +35,7 @@ MEASURED = [
 def test_the_model_predicts_the_measured_gpu_peaks(student, settings, measured):
     workload = Workload(**{"tokens": 10240, "rows": 1, "lora_r": 64, "engine": "torch", **settings})
     predicted = estimate(QWEN25[student], workload).peak / GIB
-    assert predicted == pytest.approx(measured, rel=0.06), f"{student} {settings}"
+    assert predicted == pytest.approx(measured, rel=0.05), f"{student} {settings}"
 
 
 def test_the_qwen25_shapes_have_the_published_parameter_counts():
@@ -89,8 +92,8 @@ def test_the_activation_term_counts_what_a_decoder_layer_saves_for_backward(atte
     assert counted == pytest.approx(sum(saved.values()) / tokens, rel=0.10)
 
 
-def paper(*overrides: str):
-    return load_config(REPO / "experiments" / "paper" / "distill.yaml", list(overrides))
+def paper(*overrides: str, config: str = "distill.yaml"):
+    return load_config(REPO / "experiments" / "paper" / config, list(overrides))
 
 
 def test_auto_checkpointing_turns_on_only_where_a_worker_would_not_fit_without_it():
@@ -127,30 +130,30 @@ def test_a_config_that_cannot_fit_is_refused_with_the_settings_that_would_fit():
     assert fit_problem(train, "some-org/unknown-model", 40.0) is None
 
 
-def test_the_train_and_sweep_stages_refuse_before_any_worker_or_teacher_starts(tmp_path):
-    """No Ray, no download: the check runs first, from the config and the known Qwen2.5 shapes."""
-    from ray_distill.fileio import write_parquet_atomic
-    from ray_distill.stages import STAGES
-    from ray_distill.stages.base import StageContext
-    from ray_distill.stages.filter import filter_dir
-    from test_training_stage import trajectories
+def test_a_pipeline_refuses_before_its_first_stage_when_train_or_sweep_cannot_fit(tmp_path):
+    """No world, teacher, Ray or download first: the check runs before the first stage, from the config and the
+    known Qwen2.5 shapes."""
+    from ray_distill.stages.pipeline import run_pipeline
 
-    overrides = [f"run.dir={tmp_path / 'run'}", "models.student=Qwen/Qwen2.5-7B-Instruct",
-                 "train.gradient_checkpointing=false", "train.gpus_per_worker=1", "train.gpu_memory_gib=40"]
-    ctx = StageContext(load_config(None, overrides), tmp_path / "run")
-    filter_dir(ctx).mkdir(parents=True)
-    write_parquet_atomic(trajectories(2), filter_dir(ctx) / "trajectories.parquet")
+    run = tmp_path / "run"
+    config = load_config(None, [f"run.dir={run}", "run.stages=[world,index,cot,generate,filter,train]",
+                                "models.student=Qwen/Qwen2.5-7B-Instruct", "train.gradient_checkpointing=false",
+                                "train.gpus_per_worker=1", "train.gpu_memory_gib=40"])
     with pytest.raises(UserError, match="train: Qwen/Qwen2.5-7B-Instruct does not fit"):
-        STAGES["train"].run(ctx)
-    assert not (tmp_path / "run" / "train").exists()
-    sweep = StageContext(paper(f"run.dir={tmp_path / 'sweep'}", "train.gradient_checkpointing=false",
-                               "sweep.students=[Qwen/Qwen2.5-0.5B-Instruct,Qwen/Qwen2.5-7B-Instruct]"),
-                         tmp_path / "sweep")
+        run_pipeline(config, progress=False)
+    assert not run.exists()
+    sweep = paper(f"run.dir={tmp_path / 'sweep'}", "train.gradient_checkpointing=false",
+                  "sweep.students=[Qwen/Qwen2.5-0.5B-Instruct,Qwen/Qwen2.5-7B-Instruct]", config="sweep.yaml")
     with pytest.raises(UserError) as refused:
-        STAGES["sweep"].run(sweep)
+        run_pipeline(sweep, progress=False)
     assert "sweep: Qwen/Qwen2.5-7B-Instruct does not fit" in str(refused.value)
     assert "0.5B" not in str(refused.value)  # the small student fits
-    assert not any((tmp_path / "sweep").glob("generate*"))
+    assert not (tmp_path / "sweep").exists()
+    # With checkpointing left to `auto`, both fit: nothing is refused.
+    from ray_distill.stages import STAGES
+
+    STAGES["sweep"].check(paper("sweep.students=[Qwen/Qwen2.5-0.5B-Instruct,Qwen/Qwen2.5-7B-Instruct]",
+                                config="sweep.yaml"))
 
 
 def test_resources_shows_the_memory_model_for_every_student_of_the_sweep():
@@ -160,3 +163,7 @@ def test_resources_shows_the_memory_model_for_every_student_of_the_sweep():
     rows = [line for line in text.splitlines() if line.startswith("| Qwen/")]
     assert [row.split(" | ")[0] for row in rows] == [f"| Qwen/Qwen2.5-{n}-Instruct" for n in ("0.5B", "1.5B", "3B", "7B")]
     assert [row.rstrip(" |").rsplit("| ", 1)[-1] for row in rows] == ["off", "on", "on", "on"]
+    # An explicit setting is shown as it is, and a student it does not fit is marked.
+    text = table(load_config(REPO / "experiments" / "paper" / "sweep.yaml", ["train.gradient_checkpointing=false"]))
+    last = [line.rstrip(" |").rsplit("| ", 1)[-1] for line in text.splitlines() if line.startswith("| Qwen/")]
+    assert last == ["off"] + ["off, does not fit: refused"] * 3

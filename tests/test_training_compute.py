@@ -22,12 +22,18 @@ def examples() -> list[SFTExample]:
 
 
 def student(tiny_model, lora: bool, dropout: float = 0.0):
+    """The tiny student; LoRA's B starts non-zero, so that every adapter weight has a gradient to compare."""
     from transformers import AutoModelForCausalLM
 
     from ray_distill.config.schema import TrainConfig
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-    return for_training(model, TrainConfig(lora=lora, lora_r=8, lora_alpha=16, lora_dropout=dropout)).train()
+    model = for_training(model, TrainConfig(lora=lora, lora_r=8, lora_alpha=16, lora_dropout=dropout))
+    generator = torch.Generator().manual_seed(2)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(0.0, 0.05, generator=generator)
+    return model.train()
 
 
 def loss_and_grads(model, batch) -> tuple[float, int, torch.Tensor]:
@@ -35,6 +41,7 @@ def loss_and_grads(model, batch) -> tuple[float, int, torch.Tensor]:
     value, targets = loss_sum(model, batch)
     value.backward()
     grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+    assert grads.abs().gt(0).float().mean() > 0.5  # most weights get a gradient: the comparison is not 0 == 0
     return float(value.detach()), targets, grads
 
 
@@ -57,18 +64,19 @@ def test_auto_picks_what_runs_here_and_a_choice_that_cannot_run_falls_back_with_
     assert loss.resolve("auto", "cpu", plain_head=False) == ("full", None)
 
 
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 @pytest.mark.parametrize("path", CPU_PATHS)
-def test_a_packed_row_trains_like_its_examples_one_by_one_on_every_cpu_attention_path(tiny_model, path):
+def test_a_packed_row_trains_like_its_examples_one_by_one_on_every_cpu_attention_path(tiny_model, path, lora):
     """Three packed rows (flattened into one on the mask-free paths) give the summed loss and the gradients of
     the examples computed alone, on the old path."""
     parts = examples()
     packed = collate([s.to_row() for s in pack(parts, 64)], pad_id=0)
     assert packed["input_ids"].shape[0] == 3  # rows of different lengths: padding forms its own block
-    model = student(tiny_model, lora=True)
+    model = student(tiny_model, lora=lora)
     prepare(model, Compute(path, "chunked", checkpointing=False))
     got, targets, grads = loss_and_grads(model, packed)
 
-    alone = student(tiny_model, lora=True)
+    alone = student(tiny_model, lora=lora)
     prepare(alone, Compute("sdpa", "full", checkpointing=False))
     reference = [loss_sum(alone, collate([s.to_row()], pad_id=0)) for s in one_per_sequence(parts)]
     total = sum(value for value, _ in reference)

@@ -375,12 +375,13 @@ class TrainConfig:
     attention: str = _help(
         "How packed examples attend only to themselves: auto (the first that runs of flash_attention_2, varlen "
         "(both CUDA) and segments, which need no mask), flash_attention_2, varlen, segments, flex_attention, "
-        "sdpa (a dense block mask) or eager. A path that cannot run on a worker falls back to auto's, with a "
-        "note in the log.", "auto")
+        "sdpa (a dense block mask) or eager. auto takes sdpa for a model with sliding-window attention, attention "
+        "dropout or soft-capping; a path that cannot run on a worker falls back to auto's, noted in the stage's "
+        "summary (train/.../logs/compute.json).", "auto")
     loss_kernel: str = _help(
         "Cross entropy without a row's full logits, over target tokens only: auto (chunked), chunked, liger "
         "(Liger Kernel, CUDA), cut_cross_entropy (CUDA); full computes the float32 logits of every position. A "
-        "fused kernel that cannot run on a worker falls back to chunked, with a note in the log.", "auto")
+        "fused kernel that cannot run on a worker falls back to chunked, noted in the stage's summary.", "auto")
     gpu_memory_gib: Optional[float] = _help(
         "GPU memory of each train worker's GPU in GiB (the node type's: 40 for an A100 40GB). train and sweep "
         "refuse, before any worker starts, a config that the memory model says cannot fit it (`ray-distill "
@@ -438,10 +439,12 @@ class TrainConfig:
         yield from _resource_problems(self.resources)
         if self.dtype not in (None, "float32", "bfloat16"):
             yield "dtype", f"must be float32, bfloat16 or null, got {self.dtype!r}"
-        from ray_distill.training.sizing import CHECKPOINTING
+        from ray_distill.training.sizing import checkpointing_mode
 
-        if str(self.gradient_checkpointing).lower() not in CHECKPOINTING:
-            yield "gradient_checkpointing", f"must be auto, true or false, got {self.gradient_checkpointing!r}"
+        try:
+            checkpointing_mode(self.gradient_checkpointing)
+        except ValueError as e:
+            yield "gradient_checkpointing", str(e)
         if self.attention not in ("auto",) + ATTENTION_PATHS:
             yield "attention", f"must be auto or one of {', '.join(ATTENTION_PATHS)}, got {self.attention!r}"
         if self.loss_kernel not in ("auto",) + LOSS_KERNELS:

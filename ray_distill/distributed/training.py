@@ -30,7 +30,7 @@ class TrainJob:
     model_dir: str  # the student's base weights (HF directory)
     data_dir: str  # holds sequences.parquet
     storage_dir: str  # Ray Train's checkpoints
-    log_dir: str  # steps.jsonl and TensorBoard
+    log_dir: str  # steps.jsonl, TensorBoard and compute.json
     num_sequences: int
     torch_extensions_dir: Optional[str] = None  # cache of DeepSpeed's compiled ops (offload's CPU Adam)
 

@@ -49,7 +49,8 @@ class Stage:
     `inputs` names the config sections whose values decide the stage's
     output: a finished stage reruns only when their fingerprint changes or
     `is_complete` finds its outputs gone. `outputs` lists the directories it
-    writes (default `<run.dir>/<name>`), which go to `run.storage`.
+    writes (default `<run.dir>/<name>`), which go to `run.storage`. `check`
+    refuses, before the pipeline starts, a config the stage cannot run.
     """
 
     name: str
@@ -59,6 +60,9 @@ class Stage:
     is_complete: Callable[[StageContext], bool]
     outputs: Optional[Callable[[StageContext], list[Path]]] = None
     tensorboard: bool = False  # writes TensorBoard events under its outputs
+    # Raises UserError for a config this stage would fail on, from the config alone; the pipeline checks
+    # every stage it runs before the first starts, so no failure waits behind hours of earlier stages.
+    check: Optional[Callable[[ExperimentConfig], None]] = None
 
     def output_dirs(self, ctx: StageContext) -> list[Path]:
         return self.outputs(ctx) if self.outputs else [ctx.run_dir / self.name]

@@ -48,6 +48,9 @@ def run_pipeline(
     unknown = [n for n in names if n not in STAGES]
     if unknown:
         raise UserError(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
+    for name in names:
+        if STAGES[name].check:
+            STAGES[name].check(config)
     run_dir = Path(config.run.dir)
     if os.environ.get("RAY_ADDRESS") and not run_dir.is_absolute():
         log.warning("run.dir %s is relative, so on a cluster it is %s: under `ray job submit` that is inside the "

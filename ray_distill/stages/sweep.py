@@ -125,14 +125,12 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     from ray_distill.distributed.sweep import concurrent_trials, run_tune
     from ray_distill.evaluation.grid import sweep_trials
     from ray_distill.fileio import write_json_atomic
-    from ray_distill.training.sizing import require_fit
 
     trials = sweep_trials(ctx.config)
     if len({(t.student, t.method) for t in trials}) != len(trials):
         raise UserError(f"two sweep trials share a name: {[(t.student, t.method) for t in trials]}")
-    # Checked here, before hours of teacher data (and before Ray starts): a trial's own stages run in a Tune
-    # worker, which did not start this Ray, so they do not check resources.
-    require_fit(ctx.config.train, [t.student for t in trials if t.trains], "sweep")
+    # Checked here, before hours of teacher data: a trial's own stages run in a Tune worker, which did not
+    # start this Ray, so they do not check.
     require_resources({}, {f"{s}.resources": getattr(ctx.config, s).resources
                            for s in ("train", "student_engine", "rollout", "retrieval")})
     _teacher_data(ctx)
@@ -157,6 +155,14 @@ def _run(ctx: StageContext) -> dict[str, Any]:
             "tune": str(out / name), "tensorboard": f"tensorboard --logdir {out / name}"}
 
 
+def _check(config: ExperimentConfig) -> None:
+    """Every student the sweep trains must fit the train workers' GPUs (`train.gpu_memory_gib`)."""
+    from ray_distill.evaluation.grid import sweep_trials
+    from ray_distill.training.sizing import require_fit
+
+    require_fit(config.train, [t.student for t in sweep_trials(config) if t.trains], "sweep")
+
+
 def _is_complete(ctx: StageContext) -> bool:
     from ray_distill.evaluation.grid import sweep_trials
     from ray_distill.stages import evaluate
@@ -176,4 +182,5 @@ STAGE = Stage(
     # The teacher data made before Tune starts, and every trial's training and evaluation.
     outputs=lambda ctx: [ctx.run_dir / name for name in ("cot", "generate", "filter", "train", "evaluate", "sweep")],
     tensorboard=True,
+    check=_check,
 )

@@ -3,7 +3,8 @@
 Reads the filter stage's kept records (`train.data`: agent trajectories or
 the CoT baseline), renders them with the student's chat template into
 packed, loss-masked sequences (`sft/`), trains on Ray Train with DeepSpeed
-(`ray/` holds the checkpoints, `logs/` the step log and TensorBoard), and
+(`ray/` holds the checkpoints; `logs/` the step log, TensorBoard, and
+`compute.json`: how the workers computed a step, and why), and
 exports the student (`model/`). Each distinct student, data and setting
 trains in its own directory, and an interrupted run resumes from its last
 checkpoint.
@@ -85,11 +86,9 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     from ray_distill.training.export import export_student
     from ray_distill.training.loop import CHECKPOINT_TAG
     from ray_distill.training.sft_data import build_sft
-    from ray_distill.training.sizing import require_fit
 
     c, t = ctx.config, ctx.config.train
     _require_source(ctx)
-    require_fit(t, [c.models.student], "train")  # before the student is downloaded or any worker starts
     out = train_dir(ctx)
     model_dir = resolve_model(c.models.student)
     sft_summary = out / "sft" / "summary.json"
@@ -120,6 +119,13 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     return {**summary, "model": str(student_model_dir(ctx))}
 
 
+def _check(config) -> None:
+    """The student must fit the train workers' GPUs (`train.gpu_memory_gib`), by the memory model."""
+    from ray_distill.training.sizing import require_fit
+
+    require_fit(config.train, [config.models.student], "train")
+
+
 def _is_complete(ctx: StageContext) -> bool:
     from ray_distill.training.export import EXPORT_INFO
 
@@ -133,4 +139,5 @@ STAGE = Stage(
     run=_run,
     is_complete=_is_complete,
     tensorboard=True,
+    check=_check,
 )

@@ -94,10 +94,11 @@ def use(model, path: str) -> None:
     """Make `model` (a transformers model, or a peft model around one) attend with `path`."""
     from transformers import AttentionInterface
 
+    from ray_distill.training.student import causal_lm
+
     AttentionInterface.register(_REGISTERED["varlen"], _varlen_attention)
     AttentionInterface.register(_REGISTERED["segments"], _segment_attention)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base.set_attn_implementation(_REGISTERED.get(path, path))
+    causal_lm(model).set_attn_implementation(_REGISTERED.get(path, path))
 
 
 def row_inputs(path: str, input_ids, position_ids, labels) -> tuple[Any, Any, Any, dict[str, Any]]:

@@ -48,19 +48,20 @@ class TorchEngine:
     """One process's stand-in for DeepSpeed's engine: torch's AdamW (fused on CUDA) over the trainable
     parameters in their own dtype, gradient accumulation, clipping and the learning-rate schedule."""
 
-    def __init__(self, model, train, *, total_steps: int, accumulation: int):
+    def __init__(self, model, train, *, total_steps: int):
         import torch
 
-        from ray_distill.training.optim import schedule
+        from ray_distill.training.optim import ADAM_BETAS, ADAM_EPS, accumulation_steps, schedule
 
         self.module = model
         params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=train.lr, betas=(0.9, 0.999), eps=1e-8,
+        self.optimizer = torch.optim.AdamW(params, lr=train.lr, betas=ADAM_BETAS, eps=ADAM_EPS,
                                            weight_decay=train.weight_decay,
                                            fused=all(p.device.type == "cuda" for p in params))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, schedule(total_steps, train.warmup_ratio, train.schedule))
-        self.params, self.accumulation, self.max_grad_norm = params, accumulation, train.max_grad_norm
+        self.params, self.max_grad_norm = params, train.max_grad_norm
+        self.accumulation = accumulation_steps(train, workers=1)
         self.micro_steps, self.grad_norm = 0, None
 
     def __call__(self, **batch):

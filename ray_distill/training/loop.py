@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ray_distill.training.data_order import DataPosition, global_batches, micro_batches, shuffled
+from ray_distill.training.engines import StepEngine
+from ray_distill.training.optim import accumulation_steps
 from ray_distill.training.packing import IGNORE_INDEX, collate
 from ray_distill.training.student import empty_batch, loss_sum
 
@@ -37,7 +39,7 @@ def all_reduce_sum(value: float, device) -> float:
     return float(tensor.item())
 
 
-def optimizer_step(engine, tensors: list[dict], device, micro_steps_everywhere: int) -> tuple[float, float]:
+def optimizer_step(engine: StepEngine, tensors: list[dict], device, micro_steps_everywhere: int) -> tuple[float, float]:
     """Forward and backward over this rank's micro-batches, then the engine's step; returns the mean loss
     per target token of the whole global batch, and its target count."""
     targets = all_reduce_sum(sum(int((t["labels"][:, 1:] != IGNORE_INDEX).sum()) for t in tensors), device)
@@ -53,13 +55,13 @@ def optimizer_step(engine, tensors: list[dict], device, micro_steps_everywhere: 
     return all_reduce_sum(summed, device) / max(targets, 1.0), targets
 
 
-def train_steps(engine, epoch_rows: Callable[[int], Iterable[dict]], train, *, rank: int, world: int, device,
+def train_steps(engine: StepEngine, epoch_rows: Callable[[int], Iterable[dict]], train, *, rank: int, world: int, device,
                 pad_id: int, steps_per_epoch: int, position: DataPosition, step: int, stop_at: int,
                 on_step: Callable[[dict, DataPosition, int], None]) -> tuple[DataPosition, int]:
     """Optimizer steps from `position` (with `step` done) until `stop_at` or the last epoch of `train`;
     returns the position and step reached. `epoch_rows(epoch)` yields every packed row in file order, the
     same on every rank; `train` gives the batch sizes, epochs, seed and shuffle buffer."""
-    accumulation = train.global_batch_size // (world * train.micro_batch_size)
+    accumulation = accumulation_steps(train, world)
     engine.train()
     last = time.perf_counter()  # steps are timed end to end, waiting for data included
     for epoch in range(position.epoch, train.epochs):

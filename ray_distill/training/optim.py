@@ -29,10 +29,19 @@ def schedule(total_steps: int, warmup_ratio: float, kind: str) -> Schedule:
     return Schedule(total_steps, math.ceil(warmup_ratio * total_steps), kind)
 
 
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+def accumulation_steps(train, workers: int) -> int:
+    """Micro-batches each worker runs per optimizer step."""
+    return train.global_batch_size // (workers * train.micro_batch_size)
+
+
 def deepspeed_config(train, *, workers: int, bf16: bool) -> dict[str, Any]:
     """A DeepSpeed config from the `train` section. On CPU (and without offload) the optimizer is
     torch's AdamW: DeepSpeed's fused and CPU Adam are compiled ops, built only when offloading needs them."""
-    accumulation = train.global_batch_size // (workers * train.micro_batch_size)
+    accumulation = accumulation_steps(train, workers)
     offload = train.offload_optimizer or train.offload_params
     zero: dict[str, Any] = {"stage": train.zero_stage}
     if train.offload_optimizer:
@@ -46,7 +55,7 @@ def deepspeed_config(train, *, workers: int, bf16: bool) -> dict[str, Any]:
         "gradient_clipping": train.max_grad_norm,
         "zero_optimization": zero,
         "bf16": {"enabled": bf16},
-        "optimizer": {"type": "AdamW", "params": {"lr": train.lr, "betas": [0.9, 0.999], "eps": 1e-8,
+        "optimizer": {"type": "AdamW", "params": {"lr": train.lr, "betas": list(ADAM_BETAS), "eps": ADAM_EPS,
                                                   "weight_decay": train.weight_decay, "torch_adam": not offload}},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**31 - 1,

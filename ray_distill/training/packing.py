@@ -2,10 +2,9 @@
 
 Several short examples share one sequence of at most `seq_len` tokens (first
 fit, longest first); an example is never split across sequences. Position ids
-restart at 0 for each example, which transformers turns into a block-diagonal
-causal mask when no attention mask is given (`find_packed_sequence_indices`),
-so no token attends across an example boundary. Padding is one more such
-block, never trained.
+restart at 0 for each example, which is how every attention path of
+`attention.py` finds the example boundaries, so no token attends across one.
+Padding starts at position 0 too: one more example, never trained.
 """
 
 from __future__ import annotations

@@ -44,7 +44,9 @@ def planned_paths(train) -> tuple[str, str]:
 def workload(train, *, attention: str, loss_kernel: str, checkpointing: bool, engine: str = "deepspeed") -> Workload:
     """One worker of the `train` section, as the memory model sees it."""
     modules = tuple(train.lora_targets) if list(train.lora_targets) != ["all-linear"] else Workload.lora_modules
-    accumulation = train.global_batch_size // (train.workers * train.micro_batch_size)
+    from ray_distill.training.optim import accumulation_steps
+
+    accumulation = accumulation_steps(train, train.workers)
     return Workload(tokens=train.micro_batch_size * train.max_length, rows=train.micro_batch_size,
                     lora_r=train.lora_r if train.lora else None, lora_modules=modules, lora_dropout=train.lora_dropout,
                     zero_stage=train.zero_stage, workers=train.workers, checkpointing=checkpointing,
@@ -179,23 +181,24 @@ def require_fit(train, students: list[str], where: str) -> None:
 
 
 def memory_table(train, students: list[str], where: str) -> str:
-    """One train worker's predicted peak per student, without and with checkpointing, as Markdown."""
-    gpu = train.gpu_memory_gib
+    """One train worker's predicted peak per student, without and with checkpointing, and what the config's
+    `train.gradient_checkpointing` gives on `train.gpu_memory_gib`, as Markdown."""
+    gpu, mode = train.gpu_memory_gib, checkpointing_mode(train.gradient_checkpointing)
     lines = [f"| {where}: student | mode | tokens per micro-batch | without checkpointing | with checkpointing "
-             f"| `auto` on {f'{gpu:g} GiB' if gpu else 'its GPU'} |", "|---|---|---|---|---|---|"]
-    mode = "LoRA r=%d" % train.lora_r if train.lora else "full"
+             f"| `gradient_checkpointing: {mode}` on {f'{gpu:g} GiB' if gpu else 'its GPU'} |", "|---|---|---|---|---|---|"]
+    method = f"LoRA r={train.lora_r}" if train.lora else "full"
+    tokens = train.micro_batch_size * train.max_length
     for student in dict.fromkeys(students):
         shape = shape_of(student)
         if shape is None:
-            lines.append(f"| {student} | {mode} | {train.micro_batch_size * train.max_length} | shape unknown here "
-                         "| | |")
+            lines.append(f"| {student} | {method} | {tokens} | shape unknown here | | |")
             continue
         by = estimates(shape, train)
-        if gpu:
-            on, _ = resolve_checkpointing("auto", shape, train, gpu)
-            choice = ("on" if on else "off") + ("" if by[on].peak <= usable_bytes(gpu) else ", does not fit")
+        if gpu or mode != "auto":
+            on, _ = resolve_checkpointing(mode, shape, train, gpu)
+            fit = "" if gpu is None or by[on].peak <= usable_bytes(gpu) else ", does not fit: refused"
+            choice = ("on" if on else "off") + fit
         else:
             choice = "decided on the worker"
-        lines.append(f"| {student} | {mode} | {train.micro_batch_size * train.max_length} | {by[False].describe()} "
-                     f"| {by[True].describe()} | {choice} |")
+        lines.append(f"| {student} | {method} | {tokens} | {by[False].describe()} | {by[True].describe()} | {choice} |")
     return "\n".join(lines) + "\n"

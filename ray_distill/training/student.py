@@ -63,7 +63,7 @@ def prepare(model, compute: Compute) -> None:
     parameter names stay the model's own (checkpoints and exports are unchanged)."""
     from ray_distill.training import attention
 
-    lm = _causal_lm(model)
+    lm = causal_lm(model)
     if compute.loss_kernel != "full" and not plain_output_head(lm):
         raise ValueError(f"{type(lm).__name__} transforms its logits beyond one linear layer (a bias, scaling or "
                          "soft-capping), which the fused loss kernels leave out; set train.loss_kernel=full")
@@ -75,7 +75,8 @@ def prepare(model, compute: Compute) -> None:
     model.forward = functools.partial(_loss_forward, model, lm, compute)
 
 
-def _causal_lm(model):
+def causal_lm(model):
+    """The transformers model inside a peft model (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
@@ -84,7 +85,7 @@ def plain_output_head(model) -> bool:
     them (no bias, adapter, scaling or soft-capping)."""
     import torch
 
-    lm = _causal_lm(model)
+    lm = causal_lm(model)
     head = lm.get_output_embeddings()
     transforms = [getattr(lm.config, name, None) for name in ("final_logit_softcapping", "logit_scale",
                                                               "logits_scaling")]

@@ -17,7 +17,9 @@ Cases: 1.5B LoRA and full fine-tuning on the old path (SDPA with a dense
 block mask, float32 logits of every position, no checkpointing) and on the
 settings `auto` picks for this GPU; the same tokens as one causal row; 7B
 LoRA as `auto` sizes it for a 40 GiB GPU (the cluster's A100s); 0.5B and 3B
-LoRA; every other attention path and loss kernel that runs here. For each:
+LoRA; every other attention path and loss kernel that runs here. The dry run
+adds the 7B shape's full fine-tuning under ZeRO-2 and ZeRO-3, whose losses
+must agree step for step (ZeRO-3 gathers the untied head for the loss). For each:
 tokens/s (median over the steps after warm-up), model TFLOP/s (4N FLOPs per
 token for LoRA, 6N for full fine-tuning, N counting every parameter), peak
 GiB (`torch.cuda.max_memory_allocated`) and the memory model's prediction.
@@ -26,8 +28,8 @@ Checks: on every attention path that runs here, a packed row's loss equals
 the sum of its examples' losses computed one by one; each fused loss kernel
 gives the chunked kernel's loss and gradients (bf16 tolerance).
 
-On the lent GPU machine (no Ray, vLLM, DeepSpeed or OmegaConf there), carry
-the wheels `scripts/bench/gpu_wheels.sh` gathers into `.whl/`.
+On a GPU machine without a package index (or without Ray, vLLM, DeepSpeed
+and OmegaConf), install the wheels `scripts/bench/gpu_wheels.sh` gathers.
 """
 
 from __future__ import annotations
@@ -84,16 +86,17 @@ def cases(device_type: str) -> list[Case]:
               if p != auto_path and p not in ("sdpa", "eager") and attention.unavailable(p, device_type) is None]
     found += [Case(f"1.5B LoRA, loss {k}", "1.5b", loss_kernel=k) for k in ("liger", "cut_cross_entropy")
               if loss.unavailable(k, device_type) is None]
-    if device_type != "cuda":  # ZeRO-3 gathers an untied head for the fused loss: worth running where it can
-        found.append(Case("7B full, ZeRO-3", "7b", lora=False, zero_stage=3))
+    if device_type != "cuda":  # ZeRO-3 gathers an untied head for the loss; ZeRO-2 must train the same steps
+        found += [Case("7B full, ZeRO-2", "7b", lora=False), Case("7B full, ZeRO-3", "7b", lora=False, zero_stage=3)]
     return found
 
 
 def train_config(case: Case, dry: bool, steps: int):
     from ray_distill.config.schema import TrainConfig
 
+    # The dry run's learning rate moves the tiny weights enough for its steps' losses to tell engines apart.
     return TrainConfig(max_length=DRY_MAX_LENGTH if dry else MAX_LENGTH, global_batch_size=1, micro_batch_size=1,
-                       epochs=1, lr=1e-5, warmup_ratio=0.0, lora=case.lora, zero_stage=case.zero_stage,
+                       epochs=1, lr=1e-2 if dry else 1e-5, warmup_ratio=0.0, lora=case.lora, zero_stage=case.zero_stage,
                        gradient_checkpointing=case.checkpointing, attention=case.attention,
                        loss_kernel=case.loss_kernel, gpu_memory_gib=case.gpu_memory_gib,
                        dtype="float32" if dry else "bfloat16", shuffle_buffer=steps)
@@ -170,7 +173,9 @@ def run_case(case: Case, dry: bool, steps: int, warmup: int) -> dict:
     shape = (DRY_SHAPES if dry else QWEN25)[case.student]
     train = train_config(case, dry, steps)
     dtype = getattr(torch, train.dtype)
-    data = rows(shape, train.max_length, steps, case.causal_row)
+    # The dry run trains one row again and again: its losses fall, so they show whether every weight learns.
+    data = rows(shape, train.max_length, 1, case.causal_row) * steps if dry else \
+        rows(shape, train.max_length, steps, case.causal_row)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     model = for_training(build_model(shape, dtype, device), train)
@@ -179,7 +184,7 @@ def run_case(case: Case, dry: bool, steps: int, warmup: int) -> dict:
     compute, notes = worker_compute(train, model, device, kind)
     prepare(model, compute)
     engine = (deepspeed_engine(model, train, workers=1, dtype=dtype, total_steps=steps) if with_deepspeed
-              else TorchEngine(model, train, total_steps=steps, accumulation=1))
+              else TorchEngine(model, train, total_steps=steps))
     entries = []
     train_steps(engine, lambda epoch: data, train, rank=0, world=1, device=device, pad_id=0, steps_per_epoch=steps,
                 position=DataPosition(), step=0, stop_at=steps, on_step=lambda entry, *_: entries.append(entry))

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The wheels scripts/bench/gpu_train.py needs on the lent GPU machine, gathered here into DIR (default .whl).
-# That machine has Python 3.12, torch, transformers, peft and triton, and no package registry; this adds
-# DeepSpeed (built from its sdist without compiled ops: the bench keeps torch's AdamW, as the train stage
-# does) with what it needs beyond that image, OmegaConf (the config schema), and the fused loss kernels.
-# Versions are those of this checkout's .venv, so the bench runs what the tests here ran.
+# The wheels scripts/bench/gpu_train.py needs on a GPU machine without a package index, gathered here into
+# DIR (default .whl), for a Python 3.12 image that has torch, transformers, peft and triton: DeepSpeed (built
+# from its sdist without compiled ops: the bench keeps torch's AdamW, as the train stage does) with its
+# dependencies, OmegaConf (the config schema), and the fused loss kernels. DeepSpeed and the dependencies
+# take this checkout's .venv versions, so the bench runs what the tests here ran; the kernels are pinned below.
 #   scripts/bench/gpu_wheels.sh && echo /.whl/ >> .git/info/exclude
-# Then, on the GPU machine (the device tool, carrying .whl):
+# Then, on the GPU machine, with .whl copied there:
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \
 #     PYTHONPATH=/tmp/site:. python3 scripts/bench/gpu_train.py
 set -euo pipefail

@@ -11,7 +11,7 @@ settings, on all of this machine's cores:
 Each step is timed end to end, waiting for data included; tokens/s is the
 median over the steps after the first (warm-up). This machine's speed drifts
 by 10-20% between runs of minutes, so the plain loop runs before and after the
-Ray run and its steps are pooled. Also prints the real-token fraction of
+Ray run and its steps are pooled (and so does the dense-mask run below). Also prints the real-token fraction of
 micro-batches of 4 with and without packing, at the default max_length
 (target >= 95% packed), and the plain loop's speed with the attention `auto`
 picks here against the dense block mask of old (`train.attention=sdpa`).
@@ -81,7 +81,7 @@ def plain_loop(model_dir: Path, rows: list[dict], train: TrainConfig, steps: int
     cpu = torch.device("cpu")
     model = load_student(model_dir, train, torch.float32)
     prepare(model, worker_compute(train, model, cpu, engine="torch")[0])
-    engine = TorchEngine(model, train, total_steps=steps, accumulation=train.global_batch_size // train.micro_batch_size)
+    engine = TorchEngine(model, train, total_steps=steps)
     timings = []
     train_steps(engine, lambda epoch: rows, train, rank=0, world=1, device=cpu,
                 pad_id=pad_id(AutoTokenizer.from_pretrained(model_dir)),
@@ -147,11 +147,11 @@ def main() -> None:
           f"tokens ({timed['tokens']} tokens of {timed['examples']} examples), global batch "
           f"{args.global_batch}, micro-batch {args.micro_batch}, {args.steps} steps, {cores} cores")
 
-    before = plain_loop(model_dir, rows, train, args.steps)
+    masked = dataclasses.replace(train, attention="sdpa")
+    before, dense_before = plain_loop(model_dir, rows, train, args.steps), plain_loop(model_dir, rows, masked, args.steps)
     distributed = rate(ray_path(model_dir, out / "sft", rows, train, args.steps, out))
-    after = plain_loop(model_dir, rows, train, args.steps)
-    dense = rate(plain_loop(model_dir, rows, dataclasses.replace(train, attention="sdpa"), args.steps))
-    plain = rate(before, after)
+    after, dense_after = plain_loop(model_dir, rows, train, args.steps), plain_loop(model_dir, rows, masked, args.steps)
+    plain, dense = rate(before, after), rate(dense_before, dense_after)
     print(f"plain PyTorch loop:           {plain:8.1f} tokens/s (before: {rate(before):.1f}, after: {rate(after):.1f})")
     print(f"Ray Train + DeepSpeed ZeRO-{args.zero_stage}: {distributed:8.1f} tokens/s")
     print(f"ratio: {distributed / plain:.2f}x (target >= 0.9x)")
