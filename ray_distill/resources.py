@@ -77,11 +77,11 @@ def table(config: ExperimentConfig) -> str:
 
 def _train_memory(config: ExperimentConfig) -> str:
     """The memory model's view of one train worker's GPU, for each student the stages train."""
-    from ray_distill.evaluation.grid import sweep_trials
+    from ray_distill.evaluation.grid import trained_students
     from ray_distill.training.sizing import memory_table
 
     if "sweep" in config.run.stages:
-        students, where = [t.student for t in sweep_trials(config) if t.trains], "sweep"
+        students, where = trained_students(config), "sweep"
     elif "train" in config.run.stages:
         students, where = [config.models.student], "train"
     else:

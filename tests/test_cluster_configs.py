@@ -206,7 +206,7 @@ GPU_MEMORY = {"p4d.24xlarge": 40, "p4de.24xlarge": 80, "p5.48xlarge": 80, "a2-hi
 def test_the_paper_configs_size_training_for_the_clusters_gpus(name):
     """`train.gpu_memory_gib` of the paper configs is the GPU node type's, and every student they train fits
     it by the memory model (the stages refuse one that does not, before launch)."""
-    from ray_distill.evaluation.grid import sweep_trials
+    from ray_distill.evaluation.grid import trained_students
     from ray_distill.training.sizing import fit_problem
 
     gpu_types = [t["node_config"].get("InstanceType") or t["node_config"].get("machineType")
@@ -215,6 +215,5 @@ def test_the_paper_configs_size_training_for_the_clusters_gpus(name):
     for experiment in ("paper/distill.yaml", "paper/sweep.yaml"):
         config = load_config(REPO / "experiments" / experiment)
         assert config.train.gpu_memory_gib == GPU_MEMORY[gpu_types[0]], experiment
-        students = [t.student for t in sweep_trials(config) if t.trains] if "sweep" in config.run.stages \
-            else [config.models.student]
+        students = trained_students(config) if "sweep" in config.run.stages else [config.models.student]
         assert [fit_problem(config.train, s, config.train.gpu_memory_gib) for s in students] == [None] * len(students)

@@ -56,6 +56,11 @@ def sweep_trials(config: ExperimentConfig) -> list[Trial]:
     return trials
 
 
+def trained_students(config: ExperimentConfig) -> list[str]:
+    """The students the sweep trains (the CoT-prompt trials only evaluate the base student)."""
+    return list(dict.fromkeys(t.student for t in sweep_trials(config) if t.trains))
+
+
 def teacher_settings(config: ExperimentConfig) -> list[ExperimentConfig]:
     """One config per FTP setting the trials train on: the teacher data each needs is generated once."""
     settings = sorted({t.config.generate.ftp for t in sweep_trials(config) if t.trains})

@@ -157,10 +157,10 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
 def _check(config: ExperimentConfig) -> None:
     """Every student the sweep trains must fit the train workers' GPUs (`train.gpu_memory_gib`)."""
-    from ray_distill.evaluation.grid import sweep_trials
+    from ray_distill.evaluation.grid import trained_students
     from ray_distill.training.sizing import require_fit
 
-    require_fit(config.train, [t.student for t in sweep_trials(config) if t.trains], "sweep")
+    require_fit(config.train, trained_students(config), "sweep")
 
 
 def _is_complete(ctx: StageContext) -> bool:

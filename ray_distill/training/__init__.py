@@ -1,2 +1,3 @@
-"""Student SFT, the pure parts: examples and loss masks, packing, data order, optimizer and
-export. The Ray Train loop that uses them is `ray_distill.distributed.training`."""
+"""Student SFT without Ray: examples and loss masks, packing, data order, the training loop and its
+engines, attention paths, loss kernels, the memory model and sizing, optimizer and export. The Ray
+Train glue around the loop is `ray_distill.distributed.training`."""

@@ -28,6 +28,7 @@ flash_attention_2 or varlen, elsewhere segments (on CPU faster than sdpa too:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 from typing import Any, Optional
@@ -142,6 +143,14 @@ def _segment_attention(module, query, key, value, attention_mask, dropout: float
     return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
 
 
+@functools.cache
+def _varlen_parameters() -> frozenset[str]:
+    """The keyword arguments this torch's varlen_attn takes (they changed between releases)."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    return frozenset(inspect.signature(varlen_attn).parameters)
+
+
 def _varlen_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                       sliding_window=None, softcap=None, **kwargs):
     """PyTorch's variable-length flash attention over the flattened row."""
@@ -150,7 +159,7 @@ def _varlen_attention(module, query, key, value, attention_mask, dropout: float 
     _check(module, dropout, sliding_window, softcap)
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, head_dim)
     bounds, longest = kwargs["cu_seq_lens_q"], kwargs["max_length_q"]
-    accepts = inspect.signature(varlen_attn).parameters
+    accepts = _varlen_parameters()
     if "enable_gqa" not in accepts and k.shape[1] != q.shape[1]:  # before torch 2.12: equal head counts only
         groups = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)

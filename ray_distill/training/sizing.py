@@ -104,29 +104,25 @@ def worker_compute(train, model, device, engine: str = "deepspeed") -> tuple[Com
     return Compute(path, kernel, checkpointing), notes
 
 
-def _variants(train) -> list[tuple[str, object]]:
-    """Settings that lower a worker's memory, as (text, changed train section); those that keep the method
-    (full fine-tuning or LoRA) come first."""
+def _variants(train) -> list[tuple[str, dict]]:
+    """Settings that lower a worker's memory, as (text, changes to the train section); those that keep the
+    method (full fine-tuning or LoRA) come first."""
     found = []
     if checkpointing_mode(train.gradient_checkpointing) == "false":
-        found.append(("train.gradient_checkpointing=auto", replace(train, gradient_checkpointing="auto")))
+        found.append(("train.gradient_checkpointing=auto", {"gradient_checkpointing": "auto"}))
     if train.loss_kernel == "full":
-        found.append(("train.loss_kernel=auto", replace(train, loss_kernel="auto")))
+        found.append(("train.loss_kernel=auto", {"loss_kernel": "auto"}))
     if train.attention in ("sdpa", "eager"):
-        found.append(("train.attention=auto", replace(train, attention="auto")))
+        found.append(("train.attention=auto", {"attention": "auto"}))
     if train.micro_batch_size > 1:
-        found.append(("train.micro_batch_size=1", replace(train, micro_batch_size=1)))
+        found.append(("train.micro_batch_size=1", {"micro_batch_size": 1}))
     if train.zero_stage < 3 and train.workers > 1:
-        found.append(("train.zero_stage=3", replace(train, zero_stage=3)))
+        found.append(("train.zero_stage=3", {"zero_stage": 3}))
     if not train.offload_optimizer:
-        found.append(("train.offload_optimizer=true", replace(train, offload_optimizer=True)))
+        found.append(("train.offload_optimizer=true", {"offload_optimizer": True}))
     if not train.lora:
-        found.append(("train.lora=true", replace(train, lora=True)))
+        found.append(("train.lora=true", {"lora": True}))
     return found
-
-
-def _changed(before, after) -> list[str]:
-    return [name for name in vars(before) if getattr(before, name) != getattr(after, name)]
 
 
 def _peak(shape: Shape, train) -> float:
@@ -148,11 +144,11 @@ def fit_problem(train, student: str, gpu_gib: Optional[float], where: str = "tra
     if peak <= limit:
         return None
     variants = _variants(train)
-    fixes = [text for text, changed in variants if _peak(shape, changed) <= limit]
+    fixes = [text for text, changes in variants if _peak(shape, replace(train, **changes)) <= limit]
     if not fixes:  # no one setting is enough: the first few together, in the order above
         combined, texts = train, []
-        for text, changed in variants:
-            combined = replace(combined, **{k: getattr(changed, k) for k in _changed(train, changed)})
+        for text, changes in variants:
+            combined = replace(combined, **changes)
             texts.append(text)
             if _peak(shape, combined) <= limit:
                 fixes.append(" and ".join(texts))
