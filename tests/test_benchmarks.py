@@ -111,3 +111,27 @@ def test_malformed_files_name_file_and_record(tmp_path, name, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="benchmark file not found"):
         load_file(tmp_path / "none.json")
+
+
+REFERENCE_FILES = {
+    "hotpotqa-train": "hotpotqa_1000_20250402.json",
+    "math-hard-train": "math_1000_20250414.json",
+    "math-medium-train": "math_medium_1000_20250430.json",
+    "hotpotqa": "hotpotqa_500_20250422.json",
+    "math500": "math_500_20250414.json",
+    "bamboogle": "bamboogle_125_20250507.json",
+    "musique": "musique_500_20250504.json",
+    "2wikimultihopqa": "2wikimultihopqa_500_20250511.json",
+    "gsm-hard": "gsm_hard_500_20250507.json",
+    "aime": "aime_90_20250504.json",
+    "olymmath": "olymath_200_20250511.json",  # one m, as the reference repository names it
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_FILES))
+def test_registry_finds_every_reference_file_by_its_name(tmp_path, name):
+    for file in REFERENCE_FILES.values():
+        (tmp_path / file).write_text(json.dumps([{"id": 0, "question": "q?", "answer": "a"}]))
+    assert set(REFERENCE_FILES) == set(BENCHMARKS)
+    assert find_benchmark(name, tmp_path).name == REFERENCE_FILES[name]
+    assert load_benchmark(name, tmp_path).examples[0].question == "q?"

@@ -120,3 +120,16 @@ def test_sandbox_pool_actor_runs_sessions_with_tools_next_to_them(local_ray, tmp
     assert all(c.ok for c in candidates) and chosen == 1 and after.stdout == "2\n"
     assert stats["open"] == 0 and stats["started"] >= 1
     ray.kill(actor)
+
+
+@pytest.mark.slow
+def test_scorer_gives_the_right_verdict_in_a_ray_worker(local_ray):
+    import ray
+
+    from ray_distill.scoring import score_answer
+
+    @ray.remote
+    def score() -> bool:
+        return score_answer("math", "(x+1)^2", "x^2+2x+1").correct
+
+    assert ray.get(score.remote(), timeout=180) is True

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -229,15 +230,13 @@ def _live_descendants() -> set[int]:
 
 def test_symbolic_timeout_returns_false_and_kills_the_worker() -> None:
     pytest.importorskip("psutil")
-    assert symbolic_equal("x+x", "2x")  # the forkserver is up before the clock starts
-    children = set(multiprocessing.active_children())
+    assert symbolic_equal("x+x", "2x")  # the checker server is up before the clock starts
     before = _live_descendants()
     start = time.monotonic()
     # Deciding this makes sympy expand (x+1)^100000: far more than a second of work.
     assert symbolic_equal("(x+1)^{100000}", "x^{100000}+1", timeout=1.0) is False
     elapsed = time.monotonic() - start
     assert 1.0 <= elapsed < 4.0
-    assert set(multiprocessing.active_children()) <= children
     assert _live_descendants() <= before  # nothing started by the check still runs
 
 
@@ -246,6 +245,36 @@ def test_symbolic_checks_from_threads() -> None:
     with ThreadPoolExecutor(max_workers=6) as pool:
         verdicts = list(pool.map(lambda pair: math_equal(*pair), pairs))
     assert verdicts == [True, False, True, False] * 3
+
+
+_SCORE = 'from ray_distill.scoring import score_answer\nprint("verdict", score_answer("math", "(x+1)^2", "x^2+2x+1").correct)\n'
+
+
+@pytest.mark.parametrize("how", ["script without a main guard", "python -c", "interactive session"])
+def test_scorer_gives_the_same_verdict_from_any_caller(tmp_path, how) -> None:
+    """multiprocessing's children import the caller's main module: an unguarded script used to print a
+    bootstrapping traceback and score a right answer wrong."""
+    if how == "script without a main guard":
+        script = tmp_path / "score.py"
+        script.write_text(_SCORE)
+        run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    elif how == "python -c":
+        run = subprocess.run([sys.executable, "-c", _SCORE], capture_output=True, text=True, timeout=120)
+    else:  # a REPL, like a notebook kernel: a __main__ without a file
+        run = subprocess.run([sys.executable, "-i", "-q"], input=_SCORE, capture_output=True, text=True, timeout=120)
+    assert "verdict True" in run.stdout, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+
+
+def test_checker_that_cannot_start_raises_instead_of_answering_false(monkeypatch) -> None:
+    from ray_distill.scoring import symbolic
+
+    monkeypatch.setattr(symbolic, "_current", None)
+    monkeypatch.setattr(symbolic.sys, "executable", "/bin/false")
+    with pytest.raises(RuntimeError, match="symbolic checker exited with status 1"):
+        symbolic_equal("(x+1)^2", "x^2+2x+1")
+    monkeypatch.undo()
+    assert symbolic_equal("(x+1)^2", "x^2+2x+1")  # a new server once the interpreter is back
 
 
 # --- fact QA ---------------------------------------------------------------

@@ -2,12 +2,10 @@
 
 `simplify` can run for minutes (or exhaust memory) on a hostile answer, and a
 thread cannot be stopped, so every check runs in its own process that is
-killed when it overruns. Processes come from a forkserver rather than a fork
-of the caller: callers are often threads in a process with other threads (Ray
-workers, torch), which forking is not safe from. The forkserver preloads
-sympy, so a check costs a fork, not a sympy import. As with any forkserver
-or spawn child, the caller's main module must be safe to import (its work
-under `if __name__ == "__main__":`); the forkserver imports it once.
+killed when it overruns: a fork of a checker server (`sympy_server.py`)
+that this module starts once per process and that has sympy imported.
+Callers are often threads in a process with other threads (Ray workers,
+torch), which forking is not safe from; the server has one thread.
 
 LaTeX is converted to a sympy string here, in the caller, by a small
 recursive-descent translator that knows a fixed set of commands and rejects
@@ -18,17 +16,19 @@ parentheses, single-letter variables and known names may reach it.
 from __future__ import annotations
 
 import cmath
-import functools
-import multiprocessing
+import itertools
+import json
+import os
 import re
 import string
-from multiprocessing.connection import Connection
-from multiprocessing.context import BaseContext
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import Future
 
-# Waiting for a worker to come up is not part of the check's time limit: a
-# forkserver that someone else started without our preload pays a sympy import.
+# Starting the server (a sympy import) is not part of a check's time limit.
 _STARTUP_LIMIT_S = 60.0
-_READY = "ready"
 
 _FUNCTIONS = {
     "sin": "sin", "cos": "cos", "tan": "tan", "cot": "cot", "sec": "sec", "csc": "csc",
@@ -154,58 +154,91 @@ class _Translator:
 def symbolic_equal(a: str, b: str, *, rel_tol: float = 1e-4, timeout: float = 5.0) -> bool:
     """Whether LaTeX `a` and `b` are the same expression: `simplify(a - b) == 0`, or, for constants
     written with decimals, numerically equal within `rel_tol`. A check that runs past `timeout`
-    seconds, or that cannot parse either side, is False; the worker of an overrunning check is killed."""
+    seconds, or that cannot parse either side, is False; the process of an overrunning check is
+    killed. A checker that cannot run at all raises RuntimeError rather than answer False."""
     try:
         expr_a, expr_b = latex_to_sympy(a), latex_to_sympy(b)
     except (ValueError, RecursionError):
         return False
-    context = _context()
-    receiver, sender = context.Pipe(duplex=False)
-    worker = context.Process(target=_check, args=(sender, expr_a, expr_b, rel_tol), daemon=True)
-    worker.start()
-    sender.close()  # so a worker that dies without answering reads as EOF here
-    try:
-        return _verdict(receiver, timeout)
-    finally:
-        receiver.close()
-        if worker.is_alive():
-            worker.kill()
-        worker.join()
-        worker.close()
+    return _checker().check(expr_a, expr_b, rel_tol, timeout) is True
 
 
-def _verdict(receiver: Connection, timeout: float) -> bool:
-    try:
-        if not receiver.poll(_STARTUP_LIMIT_S) or receiver.recv() != _READY:
-            return False
-        return receiver.poll(timeout) and receiver.recv() is True
-    except (EOFError, OSError):  # the worker died: out of memory, or killed
-        return False
+class _Checker:
+    """This process's connection to its checker server; requests from any thread, answered in any order."""
+
+    def __init__(self) -> None:
+        if not sys.executable:
+            raise RuntimeError("symbolic checks need a Python interpreter to start (sys.executable is empty)")
+        self._stderr = tempfile.TemporaryFile()
+        # The caller's own path, so the server imports the same ray_distill and sympy.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([p for p in sys.path if p] + [os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from ray_distill.scoring.sympy_server import serve; serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env, start_new_session=True,
+        )
+        self.pid = os.getpid()
+        self._ids = itertools.count()
+        self._pending: dict[int, Future] = {}
+        self._lock = threading.Lock()
+        self._ready: Future = Future()
+        self.failure: str | None = None
+        threading.Thread(target=self._read, name="sympy-checker", daemon=True).start()
+
+    def check(self, a: str, b: str, rel_tol: float, timeout: float) -> bool | None:
+        try:
+            self._ready.result(_STARTUP_LIMIT_S)
+        except TimeoutError:
+            raise RuntimeError(f"the symbolic checker did not start within {_STARTUP_LIMIT_S:g} s") from None
+        future: Future = Future()
+        with self._lock:
+            if self.failure:
+                raise RuntimeError(self.failure)
+            key = next(self._ids)
+            self._pending[key] = future
+            line = json.dumps({"id": key, "a": a, "b": b, "rel_tol": rel_tol, "timeout": timeout}) + "\n"
+            try:
+                self.process.stdin.write(line.encode())
+                self.process.stdin.flush()
+            except OSError:
+                pass  # the reader reports the exit to every pending check
+        return future.result(timeout + _STARTUP_LIMIT_S)
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            message = json.loads(line)
+            if "ready" in message:
+                self._ready.set_result(True)
+                continue
+            with self._lock:
+                future = self._pending.pop(message["id"])
+            future.set_result(message["verdict"])
+        self.process.wait()
+        self._stderr.seek(0)
+        tail = self._stderr.read()[-2000:].decode(errors="replace").strip()
+        with self._lock:
+            self.failure = f"the symbolic checker exited with status {self.process.returncode}: {tail or 'no output'}"
+            pending, self._pending = list(self._pending.values()), {}
+        error = RuntimeError(self.failure)
+        if not self._ready.done():
+            self._ready.set_exception(error)
+        for future in pending:
+            future.set_exception(error)
 
 
-@functools.cache
-def _context() -> BaseContext:
-    context = multiprocessing.get_context("forkserver")
-    # The default preload is just __main__; it stays so that children do not re-import the main module.
-    # This is process-wide and only takes effect if no forkserver has started yet.
-    context.set_forkserver_preload(["__main__", "sympy", "sympy.parsing.sympy_parser", __name__])
-    return context
+_current: _Checker | None = None
+_current_lock = threading.Lock()
 
 
-def _check(conn: Connection, a: str, b: str, rel_tol: float) -> None:
-    """Worker: send READY once sympy is imported, then the verdict."""
-    import sympy.parsing.sympy_parser  # noqa: F401  (preloaded by the forkserver; the import is what READY waits for)
-
-    conn.send(_READY)
-    try:
-        verdict = _sympy_equal(a, b, rel_tol)
-    except Exception:  # any failure to parse or simplify means "not shown equal"
-        verdict = False
-    conn.send(verdict)
-    conn.close()
+def _checker() -> _Checker:
+    """The running checker of this process: a new one after a fork of the caller or after the last one exited."""
+    global _current
+    with _current_lock:
+        if _current is None or _current.pid != os.getpid() or _current.failure:
+            _current = _Checker()
+        return _current
 
 
-def _sympy_equal(a: str, b: str, rel_tol: float) -> bool:
+def sympy_equal(a: str, b: str, rel_tol: float) -> bool:
     import sympy
     from sympy.parsing.sympy_parser import (
         convert_xor,
