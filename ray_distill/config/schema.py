@@ -292,12 +292,17 @@ class RolloutConfig:
     episodes_in_flight: int = _help("Episodes (or CoT requests) each worker runs at once.", 16)
     warm_sandboxes: int = _help("Sandbox sessions each worker keeps started ahead of demand.", 4)
     max_attempts: int = _help("Tries per question when the engine, a sandbox or retrieval fails.", 3)
+    sandbox_isolation: str = _help(
+        "Where the kernel cannot give a sandbox its whole OS boundary (Landlock, seccomp, namespaces or "
+        "Landlock scopes): 'refuse' fails the run naming what is missing, 'warn' runs with a warning.", "refuse")
     flush_every: int = _help("Records buffered before a Parquet part is written.", 64)
     flush_seconds: float = _help("A part is also written when a record arrives this long after the last write.", 30.0)
 
     def problems(self) -> Problems:
         yield from _at_least(self, 1, "workers", "episodes_in_flight", "max_attempts", "flush_every")
         yield from _at_least(self, 0, "worker_cpus", "warm_sandboxes", "flush_seconds")
+        if self.sandbox_isolation not in ("refuse", "warn"):
+            yield "sandbox_isolation", f"must be 'refuse' or 'warn', got {self.sandbox_isolation!r}"
         yield from _resource_problems(self.resources)
 
 

@@ -166,12 +166,14 @@ def run_rollouts(ctx: StageContext, items: list[RolloutItem], store, spec_fields
     from ray_distill.distributed.rollouts import RolloutSpec, stream_outcomes
     from ray_distill.generation.driver import run_items
     from ray_distill.generation.rollout import Scoring
+    from ray_distill.tools.sandbox import SandboxPolicy
 
     r = ctx.config.rollout
     s = ctx.config.scoring
     spec_fields = {"scoring": Scoring(s.rel_tol, s.math_timeout), "max_attempts": r.max_attempts,
                    "episodes_in_flight": r.episodes_in_flight, "warm_sandboxes": r.warm_sandboxes,
-                   "topk": ctx.config.retrieval.topk, **spec_fields}
+                   "topk": ctx.config.retrieval.topk, "sandbox_policy": SandboxPolicy(weak_isolation=r.sandbox_isolation),
+                   **spec_fields}
 
     def stream(todo):
         agents = spec_fields["kind"] == "agent"

@@ -8,30 +8,25 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import stat
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 _CGROUP_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))  # cgroup v1, then v2
 
 
-def private_uid(read_roots: Iterable[str]) -> Optional[int]:
-    """A fresh uid for a sandbox, or None when that is impossible or useless:
-    the host is not root, or the interpreter's files are not readable by
-    other users (a private uid could then not import anything lazily)."""
+def private_uid() -> Optional[int]:
+    """A fresh uid for a sandbox, or None when the host is not root."""
     if os.geteuid() != 0:
         return None
-    for root in read_roots:
-        if not _world_readable(Path(root)):
-            return None
     return 1_000_000 + secrets.randbelow(1_000_000_000)
 
 
-def _world_readable(path: Path) -> bool:
+def world_readable(path: Path) -> bool:
+    """Whether a user with no rights of its own can read `path` (every directory above it searchable)."""
     try:
         if not path.exists():
             return True
@@ -97,9 +92,90 @@ def make_work_dir() -> str:
     """A private working directory named after the host's pid, after removing
     those of hosts that died without closing their sessions."""
     for stale in Path(tempfile.gettempdir()).glob(WORK_DIR_PREFIX + "*"):
-        if _host_gone(stale.name[len(WORK_DIR_PREFIX):].split("-")[0]):
-            shutil.rmtree(stale, ignore_errors=True)
+        if _host_gone(stale.name[len(WORK_DIR_PREFIX):].split("-")[0]) and not stale.is_symlink():
+            remove_tree(str(stale))
     return tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-")
+
+
+def disk_problem(work_dir: str, max_bytes: int, max_files: int) -> Optional[str]:
+    """Why `work_dir` breaks the disk limits, or None. Stops counting at the first limit passed,
+    so a directory stuffed with files costs no more to check than `max_files` entries; never
+    follows links, and a directory it cannot read counts as a breach (it would hide its contents)."""
+    used, files, stack = 0, 0, [work_dir]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    files += 1
+                    if files > max_files:
+                        return f"its working directory holds more than {max_files} files"
+                    info = entry.stat(follow_symlinks=False)
+                    used += info.st_blocks * 512
+                    if used > max_bytes:
+                        return f"its working directory grew past {max_bytes >> 20} MiB"
+                    if stat.S_ISDIR(info.st_mode):
+                        stack.append(entry.path)
+        except FileNotFoundError:
+            continue  # removed while counting
+        except OSError as e:
+            return f"its working directory could not be checked ({e.strerror})"
+    return None
+
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove_tree(path: str) -> None:
+    """`rm -rf path` for a dead session's working directory: never follows a link, holds one
+    directory open at a time and uses no recursion (agent code may nest directories thousands
+    deep, past both Python's recursion limit and the host's open-file limit)."""
+    try:
+        fd = os.open(path, _DIRECTORY)
+    except OSError:
+        return
+    top = os.fstat(fd)
+    while True:
+        child = _empty_except_directories(fd)
+        if child is not None:
+            try:
+                os.chmod(child, 0o700, dir_fd=fd, follow_symlinks=False)  # agent code may have locked it
+                inner = os.open(child, _DIRECTORY, dir_fd=fd)
+            except OSError:
+                os.close(fd)
+                return
+            os.close(fd)
+            fd = inner
+            continue
+        here = os.fstat(fd)
+        if (here.st_dev, here.st_ino) == (top.st_dev, top.st_ino):
+            os.close(fd)
+            break
+        parent = os.open("..", _DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = parent
+        with os.scandir(fd) as entries:
+            name = next((e.name for e in entries if e.inode() == here.st_ino), None)
+        if name is None:
+            os.close(fd)
+            return
+        os.rmdir(name, dir_fd=fd)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _empty_except_directories(fd: int) -> Optional[str]:
+    """Unlink every non-directory in directory `fd`; the name of a subdirectory left, if any."""
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                return entry.name
+            try:
+                os.unlink(entry.name, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+    return None
 
 
 def remove_cgroup(group: Path) -> None:

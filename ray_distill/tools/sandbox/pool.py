@@ -15,7 +15,7 @@ import logging
 from typing import AsyncIterator, Optional
 
 from ray_distill.tools.sandbox.policy import SandboxPolicy
-from ray_distill.tools.sandbox.session import SandboxError, SandboxSession, Toolbox
+from ray_distill.tools.sandbox.session import IsolationRefused, SandboxError, SandboxSession, Toolbox
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,18 @@ class SandboxPool:
         self.started = 0  # sessions started over the pool's life
 
     async def __aenter__(self) -> "SandboxPool":
+        # The first session starts here, so a machine that cannot isolate sandboxes as the policy
+        # demands fails the pool's owner at once (IsolationRefused) rather than each episode.
+        if self.size:
+            try:
+                session = await SandboxSession.start(self.policy, self.toolbox)
+            except IsolationRefused:
+                raise
+            except SandboxError as e:
+                self._warm.put_nowait(e)
+            else:
+                self.started += 1
+                self._warm.put_nowait(session)
         self._refill()
         return self
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
-import shutil
 import signal
 import sys
 import sysconfig
@@ -37,6 +37,10 @@ class Toolbox:
 
 _WORKER = Path(worker.__file__)
 _HEADER = worker._HEADER
+# How often the host checks a session's working directory against the policy's disk limits.
+WATCH_SECONDS = 0.25
+logger = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 
 class Sandbox(Protocol):
@@ -51,6 +55,10 @@ class Sandbox(Protocol):
 
 class SandboxError(RuntimeError):
     """The sandbox process itself failed (not the user's code): the session is gone."""
+
+
+class IsolationRefused(SandboxError):
+    """The kernel cannot give sandboxes their whole OS boundary here and the policy refuses less."""
 
 
 class ToolUnavailable(RuntimeError):
@@ -75,10 +83,18 @@ class ExecResult:
         return self.error is None
 
 
+def _site_dirs() -> list[str]:
+    """The host's package directories, which the worker (run with -I) adds to its path. Only
+    directories named like package directories: never the project's checkout, which may hold runs."""
+    paths = sysconfig.get_paths()
+    dirs = [paths["purelib"], paths["platlib"]] + [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")]
+    return list(dict.fromkeys(os.path.realpath(d) for d in dirs if os.path.isdir(d)))
+
+
 def _read_roots() -> list[str]:
     paths = sysconfig.get_paths()
-    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    return sorted(r for r in roots if os.path.isdir(r)) + ["/dev/null", "/dev/urandom", "/usr/share/zoneinfo"]
+    stdlib = {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib")}
+    return sorted(r for r in stdlib if os.path.isdir(r)) + _site_dirs()
 
 
 def _scrubbed_env(work_dir: str) -> dict[str, str]:
@@ -95,6 +111,21 @@ def _scrubbed_env(work_dir: str) -> dict[str, str]:
     }
 
 
+def check_isolation(isolation: dict, policy: SandboxPolicy) -> None:
+    """Refuse (IsolationRefused) or warn, once per process, about the parts of the OS boundary a
+    session reports missing, as `policy.weak_isolation` says."""
+    missing = isolation.get("missing") or []
+    if not missing:
+        return
+    detail = "; ".join(f"{key}: {isolation.get(key)}" for key in missing)
+    if policy.weak_isolation == "refuse":
+        raise IsolationRefused(f"this machine cannot give sandboxes their OS boundary ({detail}); "
+                               "set rollout.sandbox_isolation: warn to run them with less isolation")
+    if detail not in _warned:
+        _warned.add(detail)
+        logger.warning("sandboxes run with less isolation than they should: %s", detail)
+
+
 class SandboxSession:
     def __init__(self, proc: asyncio.subprocess.Process, work_dir: str, uid: Optional[int],
                  cgroup: Optional[Path], policy: SandboxPolicy, toolbox: Optional[Toolbox]):
@@ -107,6 +138,8 @@ class SandboxSession:
         self.isolation: dict = {}
         self._lock = asyncio.Lock()
         self.closed = False
+        self.failure: Optional[str] = None  # why the host ended the session, if it did
+        self._watch: Optional[asyncio.Task] = None
 
     @classmethod
     async def start(cls, policy: SandboxPolicy = SandboxPolicy(), toolbox: Optional[Toolbox] = None) -> "SandboxSession":
@@ -114,7 +147,7 @@ class SandboxSession:
         read_roots = _read_roots()
         # A uid of its own: RLIMIT_NPROC then counts only this session's
         # processes, and the host's files are not its files.
-        uid = oslimits.private_uid(read_roots) if policy.private_uid else None
+        uid = oslimits.private_uid()
         if uid is not None:
             os.chown(work_dir, uid, uid)
         cgroup = oslimits.create_pids_cgroup(policy.processes)
@@ -122,7 +155,10 @@ class SandboxSession:
             "work_dir": work_dir,
             "uid": uid,
             "gid": uid,
-            "isolate_network": policy.isolate_network,
+            "user_namespaces": policy.user_namespaces,
+            "python_layers": policy.python_layers,
+            "interpreter_world_readable": all(oslimits.world_readable(Path(p)) for p in [sys.executable, *read_roots]),
+            "site_dirs": _site_dirs(),
             "limits": {
                 "memory_bytes": policy.memory_bytes,
                 "cpu_seconds": policy.cpu_seconds,
@@ -151,8 +187,26 @@ class SandboxSession:
         except BaseException:  # cancelled: leave no process behind
             await session.close()
             raise
+        if not isinstance(ready, dict) or not isinstance(ready.get("isolation"), dict):
+            await session.close()
+            raise SandboxError("sandbox worker sent a malformed ready message")
         session.isolation = ready["isolation"]
+        try:
+            check_isolation(session.isolation, policy)
+        except IsolationRefused:
+            await session.close()
+            raise
+        session._watch = asyncio.create_task(session._watch_disk())
         return session
+
+    @property
+    def work_dir(self) -> str:
+        return self._work_dir
+
+    @property
+    def pid(self) -> int:
+        """The worker process the host started (the session's process group)."""
+        return self._proc.pid
 
     @property
     def alive(self) -> bool:
@@ -175,7 +229,10 @@ class SandboxSession:
         async with self._lock:
             self._send({"op": "choose", "index": index})
             reply = await self._recv_within(self.policy.timeout_seconds + 10)
-            return reply["index"]
+            chosen = reply.get("index")
+            if reply.get("op") != "chosen" or not (chosen is None or chosen == index):
+                await self._malformed("a reply to choose")
+            return chosen
 
     async def _step(self, request: dict) -> list[ExecResult]:
         async with self._lock:
@@ -186,10 +243,10 @@ class SandboxSession:
             try:
                 while True:
                     message = await self._recv_within(deadline - time.monotonic())
-                    if message["op"] == "results":
+                    if message.get("op") == "results":
                         break
-                    if message["op"] != "tool_call":
-                        raise SandboxError(f"unexpected message {message['op']!r} from the sandbox")
+                    if not self._valid_tool_call(message, len(calls)):
+                        await self._malformed(f"message {str(message.get('op'))[:40]!r}")
                     record = {"name": message["name"], "args": message["args"], "kwargs": message["kwargs"]}
                     calls[message["candidate"]].append(record)
                     task = asyncio.create_task(self._serve_tool(message, record))
@@ -198,19 +255,53 @@ class SandboxSession:
             finally:
                 for task in pending:
                     task.cancel()
-            return [ExecResult(**r, tool_calls=calls[i]) for i, r in enumerate(message["results"])]
+            results = message.get("results")
+            if not isinstance(results, list) or len(results) != len(request["codes"]):
+                await self._malformed("results")
+            return [self._result(r, calls[i]) for i, r in enumerate(results)]
+
+    def _result(self, raw: Any, calls: list[dict]) -> ExecResult:
+        """An ExecResult from what the worker sent, which agent code may have forged: every field checked."""
+        if not isinstance(raw, dict):
+            raw = {}
+        error = raw.get("error")
+        if error is not None and not (isinstance(error, dict) and isinstance(error.get("type"), str)
+                                      and isinstance(error.get("message"), str)):
+            error = {"type": "ProtocolError", "message": "the sandbox sent a malformed error"}
+        stdout = raw.get("stdout")
+        answer = raw.get("final_answer")
+        seconds = raw.get("seconds")
+        return ExecResult(
+            stdout=stdout[: self.policy.output_limit] if isinstance(stdout, str) else "",
+            error=None if error is None else {k: v for k, v in error.items() if k in ("type", "message", "line", "source")},
+            final_answer=answer if isinstance(answer, (str, int, float, bool)) or answer is None else str(answer),
+            has_final_answer=raw.get("has_final_answer") is True,
+            truncated=raw.get("truncated") is True,
+            killed=raw.get("killed") is True,
+            seconds=float(seconds) if isinstance(seconds, (int, float)) else None,
+            tool_calls=calls,
+        )
+
+    async def _malformed(self, what: str) -> None:
+        self.failure = f"the sandbox sent malformed {what}"
+        await self.close()
+        raise SandboxError(self.failure)
+
+    def _valid_tool_call(self, message: dict, candidates: int) -> bool:
+        index = message.get("candidate")
+        return (message.get("op") == "tool_call" and isinstance(index, int) and 0 <= index < candidates
+                and self.toolbox is not None and message.get("name") in self.toolbox.names
+                and isinstance(message.get("args"), list)
+                and isinstance(message.get("kwargs"), dict))
 
     async def _serve_tool(self, message: dict, record: dict) -> None:
         reply: dict[str, Any] = {"op": "tool_result", "candidate": message["candidate"]}
-        if self.toolbox is None:
-            reply["error"] = f"no tools are available in this session (called {message['name']})"
-        else:
-            try:
-                reply["value"] = await self.toolbox.handler(message["name"], message["args"], message["kwargs"])
-            except Exception as e:  # the tool's failure is the code's observation
-                reply["error"] = f"{type(e).__name__}: {e}"
-                if isinstance(e, ToolUnavailable):
-                    record["unavailable"] = True
+        try:  # a valid call names one of the toolbox's tools, so there is a toolbox
+            reply["value"] = await self.toolbox.handler(message["name"], message["args"], message["kwargs"])
+        except Exception as e:  # the tool's failure is the code's observation
+            reply["error"] = f"{type(e).__name__}: {e}"
+            if isinstance(e, ToolUnavailable):
+                record["unavailable"] = True
         record["error" if "error" in reply else "value"] = reply.get("error", reply.get("value"))
         if self.alive:
             self._send(reply)
@@ -225,14 +316,16 @@ class SandboxSession:
             header = await self._proc.stdout.readexactly(_HEADER.size)
             (size,) = _HEADER.unpack(header)
             if size > worker.MAX_MESSAGE_BYTES:
-                raise SandboxError(f"sandbox sent an oversized message ({size} bytes)")
-            return json.loads(await self._proc.stdout.readexactly(size))
+                await self._malformed(f"an oversized message ({size} bytes)")
+            message = json.loads(await self._proc.stdout.readexactly(size))
         except asyncio.IncompleteReadError:
             await self.close()
-            raise SandboxError("the sandbox process exited") from None
-        except json.JSONDecodeError as e:
-            await self.close()
-            raise SandboxError(f"the sandbox sent a malformed message: {e}") from None
+            raise SandboxError(self.failure or "the sandbox process exited") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            await self._malformed(f"a message that is not JSON ({type(e).__name__})")
+        if not isinstance(message, dict):
+            await self._malformed("a message that is not an object")
+        return message
 
     async def _recv_within(self, seconds: float) -> dict:
         try:
@@ -241,10 +334,22 @@ class SandboxSession:
             await self.close()
             raise SandboxError("the sandbox stopped responding and was killed") from None
 
+    async def _watch_disk(self) -> None:
+        """End the session once its working directory outgrows the policy: agent code may write
+        there between steps too (a thread or a process it left running)."""
+        while not self.closed:
+            await asyncio.sleep(WATCH_SECONDS)
+            problem = oslimits.disk_problem(self._work_dir, self.policy.disk_bytes, self.policy.disk_files)
+            if problem and not self.closed:
+                self.failure = f"the sandbox was stopped: {problem}"
+                await self.close()
+
     async def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        if self._watch is not None and self._watch is not asyncio.current_task():
+            self._watch.cancel()
         try:
             os.killpg(self._proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -254,5 +359,5 @@ class SandboxSession:
         if self._cgroup is not None:
             oslimits.remove_cgroup(self._cgroup)
         await self._proc.wait()
-        shutil.rmtree(self._work_dir, ignore_errors=True)
+        oslimits.remove_tree(self._work_dir)
 

@@ -15,14 +15,16 @@ session state (SAG); the chosen candidate *becomes* Z (its variables are
 the session's from then on) and the old Z exits. A candidate that crashes,
 hangs in C code or is killed leaves Z, and so the session, intact.
 
-Boundary (OS level): a fresh network namespace, a private uid when the host
-is root (so RLIMIT_NPROC bounds fork bombs and other users' files are out
-of reach), rlimits on memory, CPU time, file size and open files, a private
-working directory, and wall-clock kills. Policy (Python level, defence in
-depth): an import allow-list, an audit hook that refuses sockets, process
-creation, signals and file access outside the working directory, and capped
-output. Tool calls (`web_search`) travel back to the host as messages; the
-sandbox never needs a socket.
+Boundary: the kernel's, set up by `confine.py` before any agent code runs
+(namespaces, a private uid or user namespace, Landlock, seccomp) plus
+rlimits, a pids cgroup where the host may make one, a private working
+directory and wall-clock kills. With a pid namespace, S is its init and the
+process the host started only waits for S. Convenience (Python level,
+`SandboxPolicy.python_layers`): an import allow-list, an audit hook that
+refuses sockets, process creation, signals and file access outside the
+working directory with clear errors, and capped output. Tool calls
+(`web_search`) travel back to the host as messages; the sandbox never needs
+a socket.
 """
 
 import builtins
@@ -146,19 +148,6 @@ class _Privileged:
         _internal[0] -= 1
 
 
-def _isolate_network(report):
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET
-            report["network"] = f"policy only (unshare: {os.strerror(ctypes.get_errno())})"
-            return
-        report["network"] = "namespace"
-    except Exception as e:  # no libc / not Linux
-        report["network"] = f"policy only ({type(e).__name__})"
-
-
 def _set_subreaper():
     try:
         import ctypes
@@ -199,17 +188,6 @@ def _disarm_process_spawning():
         raise PermissionError("sandbox: process creation is not allowed")
 
     _posixsubprocess.fork_exec = refused
-
-
-def _drop_privileges(config, report):
-    uid = config.get("uid")
-    if uid is None or os.getuid() != 0:
-        report["uid"] = os.getuid()
-        return
-    os.setgroups([])
-    os.setgid(config["gid"])
-    os.setuid(uid)
-    report["uid"] = uid
 
 
 def _install_audit_hook(config):
@@ -548,14 +526,28 @@ class StateHolder:
         os._exit(0)
 
 
-def main(config):
-    report = {}
-    os.umask(0o077)
-    os.chdir(config["work_dir"])
-    if config["isolate_network"]:
-        _isolate_network(report)
-    else:
-        report["network"] = "policy only"
+def _load_confine():
+    # A sibling file, loaded by path: the worker runs with -I, without the project on sys.path.
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "confine.py")
+    spec = importlib.util.spec_from_file_location("_sandbox_confine", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_REQUIRED = ("filesystem", "syscalls", "network", "signals", "processes")
+
+
+def _confine(config, report):
+    """The OS boundary (`confine.py`), in the order the kernel needs: namespaces while privileged,
+    imports while the interpreter is still readable, then identity, Landlock and seccomp."""
+    confine = _load_confine()
+    root = os.getuid() == 0
+    namespaces, pid_namespace = confine.enter_namespaces(config["user_namespaces"])
+    report["network"] = namespaces.pop("network")
+    report.update(namespaces)
     _set_subreaper()
     limits = config["limits"]
     _set_limit(resource.RLIMIT_CORE, 0)
@@ -563,8 +555,8 @@ def main(config):
     _set_limit(resource.RLIMIT_NOFILE, limits["open_files"])
     _set_limit(resource.RLIMIT_CPU, limits["cpu_seconds"])
     _join_cgroup(config.get("cgroup"), report)
-    # Import before dropping privileges: the interpreter's files may not be
-    # readable by the sandbox uid, and a half-imported numpy cannot recover.
+    sys.path.extend(p for p in config["site_dirs"] if p not in sys.path)
+    # Import before Landlock: a half-imported numpy cannot recover from a refused read.
     report["preloaded"] = []
     for name in config["preload"]:
         try:
@@ -572,30 +564,92 @@ def main(config):
             report["preloaded"].append(name)
         except Exception:
             pass
-    _disarm_process_spawning()
-    _drop_privileges(config, report)
-    if config.get("uid") is not None and os.getuid() == config["uid"]:
+    if config["python_layers"]:
+        _disarm_process_spawning()
+    uid = config.get("uid")
+    if root and uid is not None:
+        confine.become(uid, config["gid"], keep_read_search=not config["interpreter_world_readable"])
+        report["identity"] = f"private uid {uid}" + (
+            "" if config["interpreter_world_readable"] else " (+CAP_DAC_READ_SEARCH: the interpreter is not world-readable)")
         _set_limit(resource.RLIMIT_NPROC, limits["processes"])
-        report.setdefault("processes", "rlimit")
-    report.setdefault("processes", "policy only")
+    else:
+        if report.get("user_namespace"):
+            confine.drop_capabilities()
+        report["identity"] = ("user namespace, uid " if report.get("user_namespace") else "host uid ") + str(os.getuid())
+        if not root:
+            # RLIMIT_NPROC counts every process of the uid, the host's too: allow this many more.
+            _set_limit(resource.RLIMIT_NPROC, confine.processes_of_uid(os.getuid()) + limits["processes"])
+    report.setdefault("processes", "rlimit" if not root or uid is not None else "none: root without a cgroup")
     _set_limit(resource.RLIMIT_AS, limits["memory_bytes"])
-    config["_builtins"] = _guarded_builtins(frozenset(config["allowed_imports"]), builtins.__import__)
-    _install_audit_hook(config)
+    confine.no_new_privs()
+    threads = confine.thread_count()
+    if threads > 1:  # Landlock binds only the calling thread
+        report["filesystem"] = f"none: the worker runs {threads} threads"
+        report["signals_scope"] = False
+    else:
+        read_paths = [*config["read_roots"], *confine.mapped_library_dirs(), *_SYSTEM_READ]
+        report.update(confine.restrict_filesystem(read_paths, [config["work_dir"]], ["/dev/null"]))
+    report["syscalls"] = confine.filter_syscalls()
+    if report["network"] != "namespace":
+        report["network"] = "seccomp: no sockets" if report["syscalls"] == "seccomp" else report["network"]
+    if pid_namespace:
+        report["signals"] = "pid namespace"
+    elif root and uid is not None:
+        report["signals"] = "private uid"
+    elif report.pop("signals_scope", False):
+        report["signals"] = "landlock scope"
+    else:
+        report["signals"] = "none: same uid as the host, no pid namespace, no Landlock scope"
+    report.pop("signals_scope", None)
+    report["python_layers"] = "on" if config["python_layers"] else "off"
+    report["missing"] = [key for key in _REQUIRED if str(report.get(key, "none")).startswith("none")]
+    return pid_namespace
 
+
+# Read-only besides the interpreter: the loader's cache, time zones, randomness.
+_SYSTEM_READ = ("/etc/ld.so.cache", "/etc/localtime", "/usr/share/zoneinfo", "/dev/urandom", "/dev/random",
+                "/dev/zero")
+
+
+def _only_wait(child=None):
+    """Leave the host channel to Z and wait: for `child`, then exit with its status, or, as the
+    reaper, for every descendant until none is left."""
+    os.close(HOST_IN)
+    os.close(HOST_OUT)
+    with _Privileged():
+        while True:
+            try:
+                _, status = os.waitpid(child or -1, 0)
+            except ChildProcessError:
+                os._exit(0)
+            except InterruptedError:
+                continue
+            if child:
+                os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def main(config):
+    report = {}
+    os.umask(0o077)
+    os.chdir(config["work_dir"])
+    pid_namespace = _confine(config, report)
+    if config["python_layers"]:
+        config["_builtins"] = _guarded_builtins(frozenset(config["allowed_imports"]), builtins.__import__)
+        _install_audit_hook(config)
+    else:
+        config["_builtins"] = builtins.__dict__
+
+    if pid_namespace:
+        # The next fork is the namespace's init, which must outlive every state holder: it is the
+        # reaper S below. This process, outside the namespace, only waits for it.
+        with _Privileged():
+            pid = os.fork()
+        if pid:
+            _only_wait(pid)
     with _Privileged():
         pid = os.fork()
     if pid:
-        # S: reap until no descendant is left. The host channel belongs to Z.
-        os.close(HOST_IN)
-        os.close(HOST_OUT)
-        with _Privileged():
-            while True:
-                try:
-                    os.wait()
-                except ChildProcessError:
-                    os._exit(0)
-                except InterruptedError:
-                    continue
+        _only_wait()  # S: reap until no descendant is left
     holder = StateHolder(config)
     send(HOST_OUT, {"op": "ready", "pid": os.getpid(), "isolation": report})
     holder.serve()

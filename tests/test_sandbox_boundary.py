@@ -1,0 +1,132 @@
+"""The sandbox's OS boundary holds with the Python layers switched off: the hostile catalogue
+(`sandbox_catalogue.py`) as the host's user, as an unprivileged user, and as one without user
+namespaces (a Kubernetes pod's default)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from ray_distill.tools.sandbox import IsolationRefused, SandboxPolicy, SandboxPool, SandboxSession
+from ray_distill.tools.sandbox.session import check_isolation
+
+from sandbox_catalogue import CASES, catalogue_policy, run_catalogue
+
+REPO = Path(__file__).resolve().parents[1]
+# Debian's interpreter: every user may run it, unlike a venv whose interpreter lives under /root.
+SYSTEM_PYTHON = "/usr/bin/python3.11"
+IDENTITY_SECONDS = 180
+
+
+def _check(report: dict, identity: str) -> None:
+    results = report["results"]
+    assert len(results) == len(CASES) >= 40
+    assert {r["kind"] for r in results} >= {"dunder", "allowed module", "symlink", "channel", "signals", "orphans",
+                                            "exhaustion", "proc", "network", "exec", "files"}
+    breaches = {r["name"]: r["problems"] for r in results if r["problems"]}
+    assert not breaches, f"{identity}: {json.dumps(breaches, indent=1)}"
+    isolation = report["isolation"]
+    assert isolation["missing"] == [] and isolation["python_layers"] == "off", isolation
+    assert isolation["filesystem"].startswith("landlock") and isolation["syscalls"] == "seccomp", isolation
+    assert max(r["seconds"] for r in results) < 60
+
+
+@pytest.mark.slow
+def test_catalogue_is_contained_as_the_host_user():
+    report = asyncio.run(asyncio.wait_for(run_catalogue(catalogue_policy()), IDENTITY_SECONDS))
+    _check(report, "host user")
+    if os.geteuid() == 0:
+        assert report["isolation"]["identity"].startswith("private uid"), report["isolation"]
+    assert report["isolation"]["signals"] == "pid namespace" and report["isolation"]["network"] == "namespace"
+
+
+def _as_unprivileged_user(*flags: str) -> dict:
+    runuser = shutil.which("runuser")
+    if os.geteuid() != 0 or not runuser or not os.path.exists(SYSTEM_PYTHON):
+        pytest.skip("needs root, runuser and Debian's python3.11 to run the catalogue as another user")
+    site = sysconfig.get_paths()["purelib"]
+    probe = subprocess.run([runuser, "-u", "nobody", "--", "test", "-r", f"{site}/numpy/__init__.py", "-a",
+                            "-r", str(REPO / "ray_distill/__init__.py")], capture_output=True)
+    if probe.returncode:
+        pytest.skip(f"user nobody cannot read {site} or {REPO}")
+    shared = Path(tempfile.mkdtemp(prefix="rd-catalogue-"))  # pytest's own tmp_path is root's alone
+    try:
+        shared.chmod(0o777)
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPO}{os.pathsep}{site}", "HOME": str(shared)}
+        run = subprocess.run([runuser, "-u", "nobody", "--", SYSTEM_PYTHON, str(REPO / "tests/sandbox_catalogue.py"),
+                              "--out", str(shared / "report.json"), *flags], env=env, cwd=shared,
+                             capture_output=True, text=True, timeout=IDENTITY_SECONDS)
+        assert run.returncode == 0, run.stderr[-3000:]
+        report = json.loads((shared / "report.json").read_text())
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+    assert report["uid"] != 0
+    return report
+
+
+@pytest.mark.slow
+def test_catalogue_is_contained_as_an_unprivileged_user():
+    report = _as_unprivileged_user()
+    _check(report, "unprivileged user")
+    assert report["isolation"]["identity"].startswith("user namespace"), report["isolation"]
+    assert report["isolation"]["signals"] == "pid namespace" and report["isolation"]["network"] == "namespace"
+
+
+@pytest.mark.slow
+def test_catalogue_is_contained_without_user_namespaces():
+    """The rung of a pod whose seccomp profile refuses unshare: the host's uid, Landlock's scopes."""
+    report = _as_unprivileged_user("--no-user-namespaces")
+    _check(report, "unprivileged user without user namespaces")
+    isolation = report["isolation"]
+    assert isolation["identity"].startswith("host uid") and isolation["signals"] == "landlock scope", isolation
+    assert isolation["network"] == "seccomp: no sockets", isolation
+
+
+def test_a_session_reports_the_whole_boundary_and_keeps_the_paper_modules():
+    async def scenario():
+        session = await SandboxSession.start(SandboxPolicy(timeout_seconds=10))
+        try:
+            result = await session.run("import numpy, sympy\nprint(numpy.arange(4).sum(), sympy.sqrt(8))")
+            return session.isolation, result
+        finally:
+            await session.close()
+
+    isolation, result = asyncio.run(scenario())
+    assert result.ok and result.stdout == "6 2*sqrt(2)\n", result
+    assert isolation["missing"] == [] and isolation["python_layers"] == "on", isolation
+    for key in ("filesystem", "syscalls", "network", "signals", "processes", "identity"):
+        assert isolation[key] and not isolation[key].startswith("none"), isolation
+
+
+def test_weak_isolation_is_refused_or_warned_as_the_policy_says(caplog, monkeypatch):
+    weak = {"filesystem": "none: Landlock unavailable (Function not implemented)", "missing": ["filesystem"]}
+    with pytest.raises(IsolationRefused, match="filesystem: none: Landlock unavailable.*sandbox_isolation: warn"):
+        check_isolation(weak, SandboxPolicy())
+    with caplog.at_level(logging.WARNING):
+        check_isolation(weak, SandboxPolicy(weak_isolation="warn"))
+        check_isolation(weak, SandboxPolicy(weak_isolation="warn"))
+    assert caplog.text.count("less isolation than they should: filesystem: none") == 1
+    check_isolation({"missing": []}, SandboxPolicy())
+    with pytest.raises(ValueError, match="weak_isolation must be 'refuse' or 'warn'"):
+        SandboxPolicy(weak_isolation="maybe")
+
+    async def refused(*args, **kwargs):
+        raise IsolationRefused("no Landlock here")
+
+    monkeypatch.setattr(SandboxSession, "start", refused)
+
+    async def enter():
+        async with SandboxPool(SandboxPolicy(), size=2):
+            pass
+
+    with pytest.raises(IsolationRefused, match="no Landlock here"):  # the pool's owner fails at once
+        asyncio.run(enter())
