@@ -237,3 +237,15 @@ def test_work_dirs_of_dead_hosts_are_removed_and_live_ones_kept(tmp_path, monkey
     fresh = make_work_dir()
     assert not stale.exists() and live.exists()
     assert Path(fresh).name.startswith(f"{WORK_DIR_PREFIX}{os.getpid()}-")
+
+
+def test_a_step_that_cannot_start_is_an_observation_and_the_session_lives_on():
+    async def scenario(session):
+        # The state now holds every descriptor the limit allows: the next step cannot get its pipes.
+        await session.run("handles = []\ntry:\n    while True:\n        handles.append(open('/dev/null'))\nexcept OSError:\n    pass")
+        return await session.run("print(1)"), session.alive
+
+    starved, alive = run(_with_session(scenario))
+    assert alive
+    assert starved.killed and starved.error["type"] == "ResourceError", starved
+    assert "could not start this code" in starved.error["message"]

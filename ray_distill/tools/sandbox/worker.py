@@ -193,7 +193,7 @@ def _disarm_process_spawning():
 def _install_audit_hook(config):
     """Refuse what agent code has no business doing, whatever path it takes to get there."""
     work = os.path.realpath(config["work_dir"])
-    read_roots = tuple(os.path.realpath(p) for p in config["read_roots"])
+    read_roots = tuple(os.path.realpath(p) for p in [*config["read_roots"], *_SYSTEM_READ, "/dev/null"])
     denied = {
         "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen", "os.forkpty",
         "os.setuid", "os.setgid", "os.setsid", "os.setpgid", "os.chroot", "pty.spawn",
@@ -342,10 +342,19 @@ class StateHolder:
         timeout = float(message["timeout"])
         candidates = []
         for index, code in enumerate(message["codes"]):
-            to_child_r, to_child_w = os.pipe()
-            from_child_r, from_child_w = os.pipe()
-            with _Privileged():
-                pid = os.fork()
+            fds = []
+            try:
+                fds += os.pipe()
+                fds += os.pipe()
+                with _Privileged():
+                    pid = os.fork()
+            except OSError as e:  # out of processes or descriptors (agent code's doing): the session lives on
+                for fd in fds:
+                    os.close(fd)
+                error = _error("ResourceError", f"the sandbox could not start this code: {e.strerror}")
+                candidates.append({"index": index, "pid": None, "r": None, "w": None, "result": self._killed(error)})
+                continue
+            to_child_r, to_child_w, from_child_r, from_child_w = fds
             if pid == 0:
                 for c in candidates:
                     os.close(c["r"])
@@ -369,7 +378,7 @@ class StateHolder:
         send(HOST_OUT, {"op": "results", "results": results, "adopted": None})
 
     def _collect(self, candidates, timeout):
-        by_fd = {c["r"]: c for c in candidates}
+        by_fd = {c["r"]: c for c in candidates if c["r"] is not None}
         while any(c["result"] is None for c in candidates):
             now = time.monotonic()
             for c in candidates:
