@@ -92,6 +92,10 @@ CASES = [
     Case("read the run directory's secret", "files", "print(open('SECRET_PATH').read())"),
     Case("list the root directory", "files", "import os\nprint(os.listdir('/'))"),
     Case("write /tmp", "files", "open('CANARY', 'w').write('x')"),
+    Case("chmod the run directory's files", "files",
+         "import os\nos.chmod('SECRET_PATH', 0o777)\nos.chmod('VICTIM', 0o700)"),
+    Case("lower the host's CPU limit", "signals",
+         "import resource\nresource.prlimit(HOST_PID, resource.RLIMIT_CPU, (1, 1))"),
     Case("read the host user's home", "files", "import os\nprint(os.listdir(os.path.expanduser('~' + str(os.getuid()))))\n"
          "print(open('/etc/shadow').read())"),
     # symlink and TOCTOU tricks against the host's file handling
@@ -210,7 +214,9 @@ class Environment:
         self.canary.unlink(missing_ok=True)
 
     def _listing(self) -> dict[str, str]:
-        return {str(p.relative_to(self.victim)): p.read_text() for p in sorted(self.victim.rglob("*")) if p.is_file()}
+        files = {str(p.relative_to(self.victim)): f"{p.stat().st_mode:o} {p.read_text()}"
+                 for p in sorted(self.victim.rglob("*")) if p.is_file()}
+        return {".": f"{self.victim.stat().st_mode:o}", **files}
 
     def fill(self, code: str, host_pid: int, sibling_pid: int) -> str:
         for key, value in (("HOST_PID", host_pid), ("SIBLING_PID", sibling_pid), ("SECRET_PATH", self.secret),

@@ -171,7 +171,8 @@ class _Checker:
             raise RuntimeError("symbolic checks need a Python interpreter to start (sys.executable is empty)")
         self._stderr = tempfile.TemporaryFile()
         # The caller's own path, so the server imports the same ray_distill and sympy.
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([p for p in sys.path if p] + [os.environ.get("PYTHONPATH", "")])}
+        path = [p for p in sys.path if p] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from ray_distill.scoring.sympy_server import serve; serve()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env, start_new_session=True,
@@ -227,6 +228,15 @@ class _Checker:
 
 _current: _Checker | None = None
 _current_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    # A forked caller starts its own server; the lock may have been held by a thread that is not here.
+    global _current, _current_lock
+    _current, _current_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _checker() -> _Checker:

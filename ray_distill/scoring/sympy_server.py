@@ -56,10 +56,24 @@ def serve() -> None:
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
                 request = json.loads(line)
-                read_end, write_end = os.pipe()
-                pid = os.fork()
+                try:
+                    read_end, write_end = os.pipe()
+                except OSError:  # out of descriptors: this check is undecided, the server lives on
+                    _write({"id": request["id"], "verdict": None})
+                    continue
+                try:
+                    pid = os.fork()
+                except OSError:  # out of processes or memory
+                    os.close(read_end)
+                    os.close(write_end)
+                    _write({"id": request["id"], "verdict": None})
+                    continue
                 if pid == 0:
                     os.close(read_end)
+                    # Only the verdict pipe: the caller must see EOF when this server dies, whatever its checks do.
+                    devnull = os.open(os.devnull, os.O_RDWR)
+                    os.dup2(devnull, 0)
+                    os.dup2(devnull, 1)
                     try:
                         verdict = sympy_equal(request["a"], request["b"], request["rel_tol"])
                     except Exception:  # any failure to parse or simplify means "not shown equal"

@@ -109,7 +109,10 @@ def disk_problem(work_dir: str, max_bytes: int, max_files: int) -> Optional[str]
                     files += 1
                     if files > max_files:
                         return f"its working directory holds more than {max_files} files"
-                    info = entry.stat(follow_symlinks=False)
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
                     used += info.st_blocks * 512
                     if used > max_bytes:
                         return f"its working directory grew past {max_bytes >> 20} MiB"
@@ -130,6 +133,7 @@ def remove_tree(path: str) -> None:
     directory open at a time and uses no recursion (agent code may nest directories thousands
     deep, past both Python's recursion limit and the host's open-file limit)."""
     try:
+        os.chmod(path, 0o700, follow_symlinks=False)  # agent code may have locked its own directory
         fd = os.open(path, _DIRECTORY)
     except OSError:
         return
@@ -155,10 +159,13 @@ def remove_tree(path: str) -> None:
         fd = parent
         with os.scandir(fd) as entries:
             name = next((e.name for e in entries if e.inode() == here.st_ino), None)
-        if name is None:
+        try:
+            if name is None:
+                raise FileNotFoundError(here.st_ino)
+            os.rmdir(name, dir_fd=fd)
+        except OSError:  # gone, or not empty (a file it could not unlink): leave the rest
             os.close(fd)
             return
-        os.rmdir(name, dir_fd=fd)
     try:
         os.rmdir(path)
     except OSError:
@@ -173,8 +180,8 @@ def _empty_except_directories(fd: int) -> Optional[str]:
                 return entry.name
             try:
                 os.unlink(entry.name, dir_fd=fd)
-            except FileNotFoundError:
-                pass
+            except OSError:
+                pass  # gone already, or refused: the rmdir above it then fails and stops the removal
     return None
 
 

@@ -321,7 +321,7 @@ class SandboxSession:
         except asyncio.IncompleteReadError:
             await self.close()
             raise SandboxError(self.failure or "the sandbox process exited") from None
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, integers past Python's digit limit
             await self._malformed(f"a message that is not JSON ({type(e).__name__})")
         if not isinstance(message, dict):
             await self._malformed("a message that is not an object")
