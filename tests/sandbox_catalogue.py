@@ -287,10 +287,10 @@ async def run_case(case: Case, env: Environment, pool: SandboxPool, sibling: San
     await pool.release(session)
     problems = env.breaches(observed)
     deadline = time.monotonic() + 5
-    while _processes_with(marker) and time.monotonic() < deadline:
+    while (left := _processes_with(marker)) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    if _processes_with(marker):
-        problems.append(f"left processes running: {_processes_with(marker)}")
+    if left:
+        problems.append(f"left processes running: {left}")
     if os.path.exists(marker):
         problems.append("its working directory outlived the session")
     if not await _say_42(sibling):

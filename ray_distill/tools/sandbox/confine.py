@@ -44,6 +44,7 @@ _NAMESPACE_FLAGS = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def _errno_text():
@@ -114,6 +115,11 @@ def become(uid, gid, keep_read_search):
         if not _set_capabilities(keep):  # KEEPCAPS left root's permitted set: never run with it
             raise OSError(ctypes.get_errno(), f"capset failed: {_errno_text()}")
         _libc.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)
+
+
+def child_subreaper():
+    """Orphaned descendants are re-parented to this process (the reaper), not to the host's init."""
+    return _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
 def no_new_privs():

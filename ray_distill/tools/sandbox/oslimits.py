@@ -132,8 +132,8 @@ def remove_tree(path: str) -> None:
     """`rm -rf path` for a dead session's working directory: never follows a link, holds one
     directory open at a time and uses no recursion (agent code may nest directories thousands
     deep, past both Python's recursion limit and the host's open-file limit)."""
+    _unlock(path)
     try:
-        os.chmod(path, 0o700, follow_symlinks=False)  # agent code may have locked its own directory
         fd = os.open(path, _DIRECTORY)
     except OSError:
         return
@@ -141,8 +141,8 @@ def remove_tree(path: str) -> None:
     while True:
         child = _empty_except_directories(fd)
         if child is not None:
+            _unlock(child, fd)
             try:
-                os.chmod(child, 0o700, dir_fd=fd, follow_symlinks=False)  # agent code may have locked it
                 inner = os.open(child, _DIRECTORY, dir_fd=fd)
             except OSError:
                 os.close(fd)
@@ -169,6 +169,15 @@ def remove_tree(path: str) -> None:
     try:
         os.rmdir(path)
     except OSError:
+        pass
+
+
+def _unlock(path: str, dir_fd: Optional[int] = None) -> None:
+    """Owner rights back on a directory agent code may have locked (mode 000), never through a link.
+    Where libc cannot chmod without following links (NotImplementedError), it stays as it is."""
+    try:
+        os.chmod(path, 0o700, dir_fd=dir_fd, follow_symlinks=False)
+    except (OSError, NotImplementedError):
         pass
 
 

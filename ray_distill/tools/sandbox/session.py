@@ -10,6 +10,7 @@ sandbox (web_search) are awaited on the host while the code waits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -83,18 +84,26 @@ class ExecResult:
         return self.error is None
 
 
-def _site_dirs() -> list[str]:
+@functools.cache
+def _site_dirs() -> tuple[str, ...]:
     """The host's package directories, which the worker (run with -I) adds to its path. Only
     directories named like package directories: never the project's checkout, which may hold runs."""
     paths = sysconfig.get_paths()
     dirs = [paths["purelib"], paths["platlib"]] + [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")]
-    return list(dict.fromkeys(os.path.realpath(d) for d in dirs if os.path.isdir(d)))
+    return tuple(dict.fromkeys(os.path.realpath(d) for d in dirs if os.path.isdir(d)))
 
 
-def _read_roots() -> list[str]:
+@functools.cache
+def _read_roots() -> tuple[str, ...]:
+    """What the sandbox may read of the interpreter: its standard library and package directories."""
     paths = sysconfig.get_paths()
     stdlib = {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib")}
-    return sorted(r for r in stdlib if os.path.isdir(r)) + _site_dirs()
+    return (*sorted(r for r in stdlib if os.path.isdir(r)), *_site_dirs())
+
+
+@functools.cache
+def _interpreter_world_readable() -> bool:
+    return all(oslimits.world_readable(Path(p)) for p in [sys.executable, *_read_roots()])
 
 
 def _scrubbed_env(work_dir: str) -> dict[str, str]:
@@ -144,7 +153,6 @@ class SandboxSession:
     @classmethod
     async def start(cls, policy: SandboxPolicy = SandboxPolicy(), toolbox: Optional[Toolbox] = None) -> "SandboxSession":
         work_dir = oslimits.make_work_dir()
-        read_roots = _read_roots()
         # A uid of its own: RLIMIT_NPROC then counts only this session's
         # processes, and the host's files are not its files.
         uid = oslimits.private_uid()
@@ -157,7 +165,7 @@ class SandboxSession:
             "gid": uid,
             "user_namespaces": policy.user_namespaces,
             "python_layers": policy.python_layers,
-            "interpreter_world_readable": all(oslimits.world_readable(Path(p)) for p in [sys.executable, *read_roots]),
+            "interpreter_world_readable": _interpreter_world_readable(),
             "site_dirs": _site_dirs(),
             "limits": {
                 "memory_bytes": policy.memory_bytes,
@@ -168,7 +176,7 @@ class SandboxSession:
             },
             "allowed_imports": list(policy.allowed_imports),
             "preload": list(policy.preload),
-            "read_roots": read_roots,
+            "read_roots": _read_roots(),
             "cgroup": str(cgroup) if cgroup else None,
             "tools": list(toolbox.names) if toolbox else [],
             "output_limit": policy.output_limit,

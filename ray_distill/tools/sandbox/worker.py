@@ -148,15 +148,6 @@ class _Privileged:
         _internal[0] -= 1
 
 
-def _set_subreaper():
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except Exception:
-        pass
-
-
 def _set_limit(which, value):
     if value is None:
         return
@@ -557,7 +548,7 @@ def _confine(config, report):
     namespaces, pid_namespace = confine.enter_namespaces(config["user_namespaces"])
     report["network"] = namespaces.pop("network")
     report.update(namespaces)
-    _set_subreaper()
+    confine.child_subreaper()
     limits = config["limits"]
     _set_limit(resource.RLIMIT_CORE, 0)
     _set_limit(resource.RLIMIT_FSIZE, limits["file_size_bytes"])
@@ -594,22 +585,21 @@ def _confine(config, report):
     threads = confine.thread_count()
     if threads > 1:  # Landlock binds only the calling thread
         report["filesystem"] = f"none: the worker runs {threads} threads"
-        report["signals_scope"] = False
     else:
         read_paths = [*config["read_roots"], *confine.mapped_library_dirs(), *_SYSTEM_READ]
         report.update(confine.restrict_filesystem(read_paths, [config["work_dir"]], ["/dev/null"]))
     report["syscalls"] = confine.filter_syscalls()
     if report["network"] != "namespace":
         report["network"] = "seccomp: no sockets" if report["syscalls"] == "seccomp" else report["network"]
+    signals_scope = report.pop("signals_scope", False)
     if pid_namespace:
         report["signals"] = "pid namespace"
     elif root and uid is not None:
         report["signals"] = "private uid"
-    elif report.pop("signals_scope", False):
+    elif signals_scope:
         report["signals"] = "landlock scope"
     else:
         report["signals"] = "none: same uid as the host, no pid namespace, no Landlock scope"
-    report.pop("signals_scope", None)
     report["python_layers"] = "on" if config["python_layers"] else "off"
     report["missing"] = [key for key in _REQUIRED if str(report.get(key, "none")).startswith("none")]
     return pid_namespace
