@@ -249,3 +249,44 @@ def test_a_step_that_cannot_start_is_an_observation_and_the_session_lives_on():
     assert alive
     assert starved.killed and starved.error["type"] == "ResourceError", starved
     assert "could not start this code" in starved.error["message"]
+
+
+def test_a_killed_host_leaves_no_sandbox_process_behind(tmp_path):
+    """SIGKILL of the host (no close): the sandbox's processes, a child the code left sleeping
+    included, die with it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    host = tmp_path / "host.py"
+    host.write_text(
+        "import asyncio, sys\n"
+        "from ray_distill.tools.sandbox import SandboxPolicy, SandboxSession\n"
+        "async def main():\n"
+        "    session = await SandboxSession.start(SandboxPolicy(python_layers=False))\n"
+        "    await session.run('import os, time\\nif os.fork() == 0:\\n    time.sleep(300)\\n    os._exit(0)')\n"
+        "    print(session.work_dir, flush=True)\n"
+        "    await asyncio.sleep(300)\n"
+        "asyncio.run(main())\n")
+    proc = subprocess.Popen([sys.executable, str(host)], stdout=subprocess.PIPE, text=True)
+    work_dir = proc.stdout.readline().strip()
+    assert work_dir.startswith("/"), work_dir
+
+    def running() -> list[str]:
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and work_dir.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(entry)
+            except OSError:
+                pass
+        return found
+
+    assert len(running()) >= 3  # waiter or reaper, state holder, the sleeping child
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running() == []

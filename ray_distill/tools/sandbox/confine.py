@@ -45,6 +45,7 @@ _NAMESPACE_FLAGS = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
 
 
 def _errno_text():
@@ -120,6 +121,13 @@ def become(uid, gid, keep_read_search):
 def child_subreaper():
     """Orphaned descendants are re-parented to this process (the reaper), not to the host's init."""
     return _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def die_with_parent():
+    """SIGKILL this process when its parent dies: a crashed host takes its sessions along. Only for
+    the waiter and the reaper, whose parents live as long as the session; a state holder's parent
+    exits at every adoption."""
+    return _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0) == 0
 
 
 def no_new_privs():

@@ -161,6 +161,7 @@ class SandboxSession:
         cgroup = oslimits.create_pids_cgroup(policy.processes)
         config = {
             "work_dir": work_dir,
+            "host_pid": os.getpid(),
             "uid": uid,
             "gid": uid,
             "user_namespaces": policy.user_namespaces,

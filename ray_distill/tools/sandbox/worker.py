@@ -581,6 +581,10 @@ def _confine(config, report):
             _set_limit(resource.RLIMIT_NPROC, confine.processes_of_uid(os.getuid()) + limits["processes"])
     report.setdefault("processes", "rlimit" if not root or uid is not None else "none: root without a cgroup")
     _set_limit(resource.RLIMIT_AS, limits["memory_bytes"])
+    # After the last change of identity, which clears it.
+    confine.die_with_parent()
+    if os.getppid() != config["host_pid"]:  # the host died before that took hold
+        os._exit(1)
     confine.no_new_privs()
     threads = confine.thread_count()
     if threads > 1:  # Landlock binds only the calling thread
@@ -602,7 +606,7 @@ def _confine(config, report):
         report["signals"] = "none: same uid as the host, no pid namespace, no Landlock scope"
     report["python_layers"] = "on" if config["python_layers"] else "off"
     report["missing"] = [key for key in _REQUIRED if str(report.get(key, "none")).startswith("none")]
-    return pid_namespace
+    return pid_namespace, confine
 
 
 # Read-only besides the interpreter: the loader's cache, time zones, randomness.
@@ -631,7 +635,7 @@ def main(config):
     report = {}
     os.umask(0o077)
     os.chdir(config["work_dir"])
-    pid_namespace = _confine(config, report)
+    pid_namespace, confine = _confine(config, report)
     if config["python_layers"]:
         config["_builtins"] = _guarded_builtins(frozenset(config["allowed_imports"]), builtins.__import__)
         _install_audit_hook(config)
@@ -645,6 +649,7 @@ def main(config):
             pid = os.fork()
         if pid:
             _only_wait(pid)
+        confine.die_with_parent()  # S, the namespace's init: its death ends every process in it
     with _Privileged():
         pid = os.fork()
     if pid:
