@@ -1,15 +1,10 @@
 """The cot, generate and filter stages for real, small: a generated world, a sharded index
 served by Ray, the tiny model behind engine replicas, rollout workers in a Ray Data pipeline,
-real sandboxes. And the crash test: kill the generation job part way, rerun, nothing lost or doubled."""
+real sandboxes. (Kills mid-stage, the driver's included, are `test_chaos.py`'s.)"""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -23,8 +18,6 @@ from ray_distill.config import load_config
 from ray_distill.fileio import write_parquet_atomic
 from ray_distill.generation.records import TRAJECTORY_SCHEMA
 from ray_distill.generation.store import read_records
-
-from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -134,42 +127,3 @@ def test_generate_without_cot_names_the_missing_stage(tmp_path, local_ray):
     with pytest.raises(UserError, match="run `ray-distill cot CONFIG` first"):
         run_pipeline(config, ["generate"], progress=False)
 
-
-def _cli(log: Path, *args: str) -> subprocess.Popen:
-    """`ray-distill ARGS` in its own session (so it can be killed with its local Ray), output to `log`."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "ray_distill.cli", "-q", *args], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def test_a_generation_job_killed_part_way_resumes_with_every_key_exactly_once(tmp_path):
-    from ray_distill.stages.base import StageContext
-    from ray_distill.stages.generate import generate_dir
-
-    config_path = write_config(tmp_path, generate={"ftp": False, "max_new_tokens": 48},
-                               questions={"limit": QUESTIONS_PER_SET}, rollout={"episodes_in_flight": 2})
-    log = tmp_path / "job.log"
-    setup = _cli(log, "run", str(config_path), "run.stages=[world,index]")
-    assert setup.wait(timeout=600) == 0, log.read_text()[-3000:]
-    ctx = StageContext(load_config(config_path), tmp_path / "run")
-    parts = generate_dir(ctx) / "parts"
-
-    job = _cli(log, "generate", str(config_path))
-    deadline = time.time() + 600
-    while not list(parts.glob("part-*.parquet")) and job.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert job.poll() is None, "the job finished before it could be killed: " + log.read_text()[-3000:]
-    os.killpg(job.pid, signal.SIGKILL)  # the driver and the local Ray it started, mid-run
-    job.wait(timeout=60)
-    before = read_records(generate_dir(ctx))
-    assert 0 < before.num_rows < len(expected_keys())
-
-    rerun = _cli(log, "generate", str(config_path))
-    assert rerun.wait(timeout=600) == 0, log.read_text()[-3000:]
-    after = read_records(generate_dir(ctx))
-    assert Counter(keys(after)) == Counter(expected_keys())  # nothing lost, nothing twice
-    # what the killed run stored was kept, not redone
-    kept = {k: r for k, r in zip(keys(after), after.column("created_at").to_pylist())}
-    assert all(kept[k] == r for k, r in zip(keys(before), before.column("created_at").to_pylist()))

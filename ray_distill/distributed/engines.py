@@ -5,7 +5,9 @@ replica from config; a placement group of one bundle per GPU when the
 engine is tensor parallel, which vLLM's Ray executor then fills). The router
 sends all requests of one episode (one `session_id`) to the same replica, so
 that replica's prefix cache holds the episode's growing prompt; a new
-session goes to the replica with the fewest requests in flight.
+session goes to the replica with the fewest requests in flight. A replica
+that dies is restarted and its requests in flight are sent again: a request
+carries its seed, so generating is safe to repeat.
 """
 
 from __future__ import annotations
@@ -20,17 +22,20 @@ from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from ray_distill.distributed.cluster import OWN_PLACEMENT
-
 from ray_distill.engines.protocol import Completion, GenerationRequest
 from ray_distill.engines.spec import EngineSpec
+from ray_distill.failpoints import kill_point
+
+REPLICA_RESTARTS = 3
 
 
-@ray.remote
+@ray.remote(max_restarts=REPLICA_RESTARTS, max_task_retries=REPLICA_RESTARTS)
 class EngineReplica:
     def __init__(self, spec: EngineSpec):
         self.engine = spec.build()
 
     async def generate(self, request: GenerationRequest) -> Completion:
+        kill_point("engine.generate")
         return await self.engine.generate(request)
 
     async def close(self) -> None:

@@ -24,6 +24,7 @@ import ray
 from ray_distill.batching import MicroBatcher
 from ray_distill.compute import run_compute
 from ray_distill.distributed.cluster import OWN_PLACEMENT
+from ray_distill.failpoints import kill_point
 from ray_distill.tools.retrieval.index import Hit
 from ray_distill.tools.retrieval.shards import INDEX_FILE, IndexKind, Shard, merge_top_k
 
@@ -40,6 +41,7 @@ class ShardActor:
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, list[list[Optional[tuple[str, str]]]]]:
         """Scores (queries x k') and the (id, contents) of each hit (None past the shard's size)."""
+        kill_point("retrieval.search")
         scores, rows = self.shard.search(vectors, k)
         shard = self.shard
         return scores, [[(shard.ids[i], shard.contents[i]) if i >= 0 else None for i in row] for row in rows]

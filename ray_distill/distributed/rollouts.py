@@ -22,6 +22,7 @@ import ray
 
 from ray_distill.agent import Agent, AgentConfig, retrieval_tools
 from ray_distill.engines.protocol import SamplingParams
+from ray_distill.failpoints import kill_point
 from ray_distill.generation.records import RolloutItem
 from ray_distill.generation.rollout import CotRollout, EpisodeRollout, Failure, Outcome, Scoring
 from ray_distill.tools.sandbox import SandboxPolicy, SandboxPool
@@ -105,9 +106,11 @@ class RolloutWorker:
             item = RolloutItem.from_json(text)
             async with self._gate:
                 try:
-                    return await rollout(item)
+                    outcomes = await rollout(item)
                 except Exception as e:  # a bug on one item must not fail its batch (and the dataset)
                     return [Failure(item.key, 0, f"{type(e).__name__}: {e}")]
+                kill_point("rollout.item")
+                return outcomes
 
         results = await asyncio.gather(*(one(str(text)) for text in batch["item"]))
         return {"outcome": [encode(o) for outcomes in results for o in outcomes]}

@@ -48,6 +48,7 @@ def train_worker(config: dict) -> None:
     from transformers import AutoTokenizer
 
     from ray_distill.config.schema import TrainConfig
+    from ray_distill.failpoints import kill_point
     from ray_distill.fileio import write_json_atomic
     from ray_distill.training.data_order import DataPosition, steps_per_epoch
     from ray_distill.training.engines import deepspeed_engine
@@ -89,6 +90,7 @@ def train_worker(config: dict) -> None:
         if steps_log is not None:
             steps_log.write(entry)
             progress.update(1)
+        kill_point("train.step")
         if step % train.checkpoint_every == 0 or step == stop_at:
             metrics = {name: value for name, value in entry.items() if name != "keys"} | {"total_steps": total_steps}
             with tempfile.TemporaryDirectory() as directory:

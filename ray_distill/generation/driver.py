@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 
+from ray_distill.failpoints import kill_point
 from ray_distill.generation.records import RolloutItem
 from ray_distill.generation.rollout import Failure, Outcome
 from ray_distill.generation.store import RecordStore
@@ -61,6 +62,7 @@ def run_items(items: Sequence[RolloutItem], store: RecordStore,
                 counts["duplicates_dropped"] += 1
                 continue
             counts["stored"] += 1
+            kill_point("driver.record")
             tokens += outcome.get("completion_tokens") or 0
             correct += bool(outcome.get("correct"))
             bar.update(1)

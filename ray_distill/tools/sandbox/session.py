@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional, Protocol, Sequence
 
+from ray_distill.failpoints import kill_point
 from ray_distill.tools.sandbox import oslimits, worker
 from ray_distill.tools.sandbox.policy import SandboxPolicy
 
@@ -248,6 +249,7 @@ class SandboxSession:
             calls: list[list[dict]] = [[] for _ in request["codes"]]
             pending: set[asyncio.Task] = set()
             self._send({**request, "timeout": self.policy.timeout_seconds})
+            kill_point("sandbox.step", pid=self.pid)
             deadline = time.monotonic() + self.policy.timeout_seconds + 10
             try:
                 while True:
