@@ -29,6 +29,9 @@ from pathlib import Path
 from ray_distill.tools.sandbox import SandboxError, SandboxPolicy, SandboxPool, SandboxSession
 
 CASE_SECONDS = 20.0  # each case's own wall-clock limit, the session's start and checks included
+# What a case may take on disk past the policy's disk_bytes: what it writes between two of the
+# watchdog's checks, and the machine's own writes meanwhile.
+DISK_SLACK = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ CASES = [
          "import os\nos.chmod('SECRET_PATH', 0o777)\nos.chmod('VICTIM', 0o700)"),
     Case("lower the host's CPU limit", "signals",
          "import resource\nresource.prlimit(HOST_PID, resource.RLIMIT_CPU, (1, 1))"),
+    Case("lower the priority of every process of its uid", "signals", "import os\nos.setpriority(os.PRIO_USER, 0, 19)"),
+    Case("pin the host to one CPU", "signals", "import os\nos.sched_setaffinity(HOST_PID, {0})"),
     Case("read the host user's home", "files", "import os\nprint(os.listdir(os.path.expanduser('~' + str(os.getuid()))))\n"
          "print(open('/etc/shadow').read())"),
     # symlink and TOCTOU tricks against the host's file handling
@@ -150,6 +155,15 @@ CASES = [
          "handles = []\ntry:\n    while True:\n        handles.append(open('/dev/null'))\nexcept OSError:\n    pass"),
     Case("disk exhaustion", "exhaustion",
          "block = b'x' * (8 << 20)\nfor n in range(512):\n    with open(f'fill{n}', 'wb') as f:\n        f.write(block)"),
+    Case("disk held by unlinked files kept open", "exhaustion",
+         "import os\nfiles = []\nfor n in range(60):\n    f = open(f'u{n}', 'wb')\n    os.unlink(f'u{n}')\n"
+         "    f.write(b'x' * (16 << 20))\n    f.flush()\n    files.append(f)"),
+    Case("disk held by O_TMPFILE files", "exhaustion",
+         "import os\nfds = []\nfor n in range(60):\n    fd = os.open('.', os.O_TMPFILE | os.O_WRONLY)\n"
+         "    os.write(fd, b'x' * (16 << 20))\n    fds.append(fd)"),
+    Case("memory held by memfd files", "exhaustion",
+         "import os\nfds = []\nfor n in range(60):\n    fd = os.memfd_create(f'm{n}')\n"
+         "    os.write(fd, b'x' * (16 << 20))\n    fds.append(fd)"),
     Case("inode exhaustion", "exhaustion", "for n in range(200000):\n    open(f'f{n}', 'w').close()"),
     Case("/dev/shm exhaustion", "exhaustion", "block = b'x' * (8 << 20)\nfor n in range(512):\n    open(f'/dev/shm/rd{n}', 'wb').write(block)"),
     Case("anonymous memory", "exhaustion", "import mmap\nm = mmap.mmap(-1, 1 << 40)\nm[-1] = 1"),
@@ -203,6 +217,7 @@ class Environment:
         self.udp.bind(("127.0.0.1", self.tcp_port))
         self.udp.setblocking(False)
         self.listing = self._listing()
+        self.scheduling = self._scheduling()
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -225,8 +240,14 @@ class Environment:
             code = code.replace(key, str(value))
         return code
 
+    @staticmethod
+    def _scheduling() -> tuple:
+        return os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0))
+
     def breaches(self, observed: str) -> list[str]:
         found = []
+        if self._scheduling() != self.scheduling:
+            found.append(f"changed the host's priority or CPUs: {self.scheduling} -> {self._scheduling()}")
         if self.token in observed:
             found.append("read the secret")
         if self._listing() != self.listing:
@@ -241,6 +262,29 @@ class Environment:
         except BlockingIOError:
             pass
         return found
+
+
+class DiskUse:
+    """The most disk a case takes on its working directory's filesystem, sampled while it runs: files
+    it hides from the watchdog's walk (unlinked, nameless) only show there."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.most = path, 0
+        self._start = self._free()
+        self._task = asyncio.create_task(self._sample())
+
+    def _free(self) -> int:
+        info = os.statvfs(self.path)
+        return info.f_bavail * info.f_frsize
+
+    async def _sample(self) -> None:
+        while True:
+            self.most = max(self.most, self._start - self._free())
+            await asyncio.sleep(0.02)
+
+    def stop(self) -> int:
+        self._task.cancel()
+        return self.most
 
 
 def _processes_with(marker: str) -> list[int]:
@@ -276,6 +320,7 @@ async def run_case(case: Case, env: Environment, pool: SandboxPool, sibling: San
     session = await pool.acquire()
     marker = session.work_dir
     code = env.fill(case.code, os.getpid(), sibling.pid)
+    disk = DiskUse(os.path.dirname(marker))
     try:
         result = await asyncio.wait_for(session.run(code), CASE_SECONDS)
         outcome = f"{result.error['type']}: {result.error['message'][:120]}" if result.error else "ran"
@@ -286,6 +331,8 @@ async def run_case(case: Case, env: Environment, pool: SandboxPool, sibling: San
     await asyncio.sleep(0.3)  # anything it left running has time to act
     await pool.release(session)
     problems = env.breaches(observed)
+    if disk.stop() > pool.policy.disk_bytes + DISK_SLACK:
+        problems.append(f"held {disk.most >> 20} MiB of disk, past the policy's {pool.policy.disk_bytes >> 20} MiB")
     deadline = time.monotonic() + 5
     while (left := _processes_with(marker)) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

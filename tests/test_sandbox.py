@@ -152,6 +152,37 @@ def test_tool_calls_go_to_the_host_and_back():
     assert missing.error["type"] == "NameError"  # only the toolbox's names exist in the sandbox
 
 
+
+def test_tool_calls_past_the_limit_fail_in_the_code_and_a_forged_flood_ends_the_session():
+    from dataclasses import replace
+
+    served = []
+
+    async def tools(name, args, kwargs):
+        served.append(args[0])
+        return "found"
+
+    loop = ("failed = []\nfor n in range(8):\n    try:\n        web_search(f'q{n}')\n"
+            "    except Exception as e:\n        failed.append(str(e))\nprint(len(failed), failed[-1])")
+    # Forged calls go straight to the host's pipe and wait for no reply.
+    flood = ("import json, os, struct\nfor n in range(100):\n"
+             "    body = json.dumps({'op': 'tool_call', 'candidate': 0, 'name': 'web_search', 'args': [str(n)], 'kwargs': {}})\n"
+             "    os.write(1, struct.pack('>I', len(body)) + body.encode())\nimport time\ntime.sleep(30)")
+
+    async def scenario(session):
+        capped = await session.run(loop)
+        again = await session.run("print(web_search('next'))")  # the limit is per code block
+        with pytest.raises(SandboxError, match="tool calls past twice the limit of 5"):
+            await session.run(flood)
+        return capped, again
+
+    policy = replace(POLICY, tool_calls_per_step=5, python_layers=False)
+    capped, again = run(_with_session(scenario, policy=policy, toolbox=Toolbox(tools)))
+    assert capped.stdout.startswith("3 ToolLimit: more than 5 tool calls in one step"), capped
+    assert len(capped.tool_calls) == 6 and "ToolLimit" in capped.tool_calls[-1]["error"]
+    assert again.stdout == "found\n"
+    assert served[:6] == ["q0", "q1", "q2", "q3", "q4", "next"] and len(served) <= 6 + 5
+
 def test_candidates_run_on_isolated_copies_and_the_chosen_state_is_kept():
     async def scenario(session):
         await session.run("x = 0\nlog = []")

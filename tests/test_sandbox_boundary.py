@@ -130,3 +130,22 @@ def test_weak_isolation_is_refused_or_warned_as_the_policy_says(caplog, monkeypa
 
     with pytest.raises(IsolationRefused, match="no Landlock here"):  # the pool's owner fails at once
         asyncio.run(enter())
+
+
+@pytest.mark.parametrize("arch, header", [("x86_64", "/usr/include/x86_64-linux-gnu/asm/unistd_64.h"),
+                                          ("aarch64", "/usr/include/asm-generic/unistd.h")])
+def test_the_syscall_filter_numbers_are_the_kernel_headers(arch, header):
+    """The seccomp tables are typed in by hand; a wrong number would let a call through (and refuse
+    another). Checked against the kernel's own headers, for the architecture this machine is not too."""
+    import re
+
+    from ray_distill.tools.sandbox.confine import _SYSCALLS
+
+    if not os.path.isfile(header):
+        pytest.skip(f"{header} is not installed (linux-libc-dev)")
+    defined = {name: int(number) for name, number in
+               re.findall(r"#define __NR(?:3264)?_(\w+)\s+(\d+)\b", Path(header).read_text())}
+    newest = max(defined.values())  # calls newer than the headers (fchmodat2 on older ones) come after it
+    wrong = {name: (number, defined.get(name)) for name, number in _SYSCALLS[arch].items()
+             if defined.get(name) != number and not (name not in defined and number > newest)}
+    assert not wrong, f"{arch}: ours vs the header's: {wrong}"

@@ -138,7 +138,7 @@ def no_new_privs():
 
 _LANDLOCK_CREATE_RULESET, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT_SELF = 444, 445, 446
 _FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
-_FS_TRUNCATE, _FS_IOCTL_DEV = 1 << 14, 1 << 15
+_FS_REMOVE_FILE, _FS_TRUNCATE, _FS_IOCTL_DEV = 1 << 5, 1 << 14, 1 << 15
 _NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1
 _SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1
 
@@ -160,7 +160,7 @@ def _fs_rights(abi):
 
 
 def restrict_filesystem(read_paths, write_dirs, device_files):
-    """Landlock: read (and map) `read_paths`, everything in `write_dirs`, read and write the
+    """Landlock: read (and map) `read_paths`, everything but removing files in `write_dirs`, read and write the
     `device_files` (/dev/null); nothing else on any filesystem, no TCP, and, from ABI 6, no signal
     or abstract unix socket reaching a process outside this sandbox. Returns the report."""
     abi = landlock_abi()
@@ -178,7 +178,9 @@ def restrict_filesystem(read_paths, write_dirs, device_files):
         for path in read_paths:
             _allow(ruleset, path, (file_read | _FS_READ_DIR) if os.path.isdir(path) else file_read)
         for path in write_dirs:
-            _allow(ruleset, path, fs)
+            # Everything but removing files: a file unlinked while open keeps its blocks where the
+            # host's disk watchdog, which walks the directory, cannot see them.
+            _allow(ruleset, path, fs & ~_FS_REMOVE_FILE)
         for path in device_files:
             _allow(ruleset, path, _FS_READ_FILE | _FS_WRITE_FILE | (fs & (_FS_TRUNCATE | _FS_IOCTL_DEV)))
         if _libc.syscall(_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), 0) != 0:
@@ -223,7 +225,19 @@ _DENIED = (
     # By path, these reach files Landlock does not let it open (the host user's, on the rungs that
     # share its uid): no locking a checkpoint with mode 000.
     "chmod", "fchmodat", "fchmodat2", "setxattr", "lsetxattr", "removexattr", "lremovexattr",
+    # Files without a name would hold memory or disk that no watchdog sees.
+    "memfd_create", "memfd_secret",
+    # Other processes' I/O priority and memory placement.
+    "ioprio_set", "migrate_pages", "move_pages",
 )
+# Allowed only on the caller itself: pid 0 in each listed argument (setpriority also needs
+# which = PRIO_PROCESS, 0, since with PRIO_USER a `who` of 0 is every process of the uid). Where
+# the uid is shared, the host's processes keep their limits, priorities and CPUs.
+_SELF_ONLY = {"prlimit64": (0,), "sched_setaffinity": (0,), "sched_setparam": (0,), "sched_setscheduler": (0,),
+              "sched_setattr": (0,), "setpriority": (0, 1)}
+# Which argument of an open call holds its flags; O_TMPFILE makes a file without a name.
+_OPEN_FLAGS = {"open": 1, "openat": 2}
+_O_TMPFILE = 0o20000000
 _SYSCALLS = {
     "x86_64": {
         "socket": 41, "connect": 42, "accept": 43, "bind": 49, "listen": 50, "socketpair": 53, "clone": 56,
@@ -237,7 +251,9 @@ _SYSCALLS = {
         "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "clone3": 435,
         "pidfd_getfd": 438, "mount_setattr": 442,
         "chmod": 90, "fchmodat": 268, "fchmodat2": 452, "setxattr": 188, "lsetxattr": 189, "removexattr": 197,
-        "lremovexattr": 198, "prlimit64": 302,
+        "lremovexattr": 198, "prlimit64": 302, "memfd_create": 319, "memfd_secret": 447, "ioprio_set": 251,
+        "migrate_pages": 256, "move_pages": 279, "sched_setaffinity": 203, "sched_setparam": 142,
+        "sched_setscheduler": 144, "sched_setattr": 314, "setpriority": 141, "open": 2, "openat": 257, "openat2": 437,
     },
     "aarch64": {  # asm-generic numbering
         "umount2": 39, "mount": 40, "pivot_root": 41, "chroot": 51, "acct": 89, "capset": 91, "unshare": 97,
@@ -251,13 +267,15 @@ _SYSCALLS = {
         "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430,
         "fsconfig": 431, "fsmount": 432, "clone3": 435, "pidfd_getfd": 438, "mount_setattr": 442,
         "fchmodat": 53, "fchmodat2": 452, "setxattr": 5, "lsetxattr": 6, "removexattr": 14, "lremovexattr": 15,
-        "prlimit64": 261,
+        "prlimit64": 261, "memfd_create": 279, "memfd_secret": 447, "ioprio_set": 30, "migrate_pages": 238,
+        "move_pages": 239, "sched_setaffinity": 122, "sched_setparam": 118, "sched_setscheduler": 119,
+        "sched_setattr": 274, "setpriority": 140, "openat": 56, "openat2": 437,
     },
 }
 _EPERM, _ENOSYS = 1, 38
 _RET_ALLOW, _RET_ERRNO, _RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
 _LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
-_NR, _ARCH_OFFSET, _ARG0_LOW = 0, 4, 16
+_NR, _ARCH_OFFSET, _ARG0_LOW = 0, 4, 16  # seccomp_data; argument n's low word is at 16 + 8n (little-endian)
 
 
 def _seccomp_program(arch):
@@ -274,11 +292,19 @@ def _seccomp_program(arch):
     for name in _DENIED:
         if name in numbers:  # aarch64 has no chmod: fchmodat covers it
             program += [op(_JEQ, numbers[name], 0, 1), deny]
-    # prlimit64 only on itself (pid 0): same-uid processes outside, the host's among them, keep their limits.
-    program += [op(_JEQ, numbers["prlimit64"], 0, 3), op(_LD_ABS, _ARG0_LOW), op(_JEQ, 0, 1, 0), deny,
-                op(_LD_ABS, _NR)]
-    # clone3 passes its flags in memory, which a filter cannot read: ENOSYS makes libc use clone.
-    program += [op(_JEQ, numbers["clone3"], 0, 1), op(_RET, _RET_ERRNO | _ENOSYS)]
+    for name, args in _SELF_ONLY.items():
+        program.append(op(_JEQ, numbers[name], 0, 3 * len(args)))
+        for arg in args:
+            program += [op(_LD_ABS, _ARG0_LOW + 8 * arg), op(_JEQ, 0, 1, 0), deny]
+        program.append(op(_LD_ABS, _NR))
+    for name, arg in _OPEN_FLAGS.items():
+        if name in numbers:  # aarch64 has only openat
+            program += [op(_JEQ, numbers[name], 0, 3), op(_LD_ABS, _ARG0_LOW + 8 * arg), op(_JSET, _O_TMPFILE, 0, 1),
+                        deny, op(_LD_ABS, _NR)]
+    # clone3 and openat2 pass their flags in memory, which a filter cannot read: ENOSYS makes libc
+    # fall back to clone and openat.
+    for name in ("clone3", "openat2"):
+        program += [op(_JEQ, numbers[name], 0, 1), op(_RET, _RET_ERRNO | _ENOSYS)]
     # clone itself may fork and start threads, but not make namespaces.
     program += [op(_JEQ, numbers["clone"], 0, 3), op(_LD_ABS, _ARG0_LOW), op(_JSET, _NAMESPACE_FLAGS, 0, 1), deny]
     program.append(op(_RET, _RET_ALLOW))

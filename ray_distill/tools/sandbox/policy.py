@@ -18,7 +18,9 @@ class SandboxPolicy:
 
     Memory, CPU time and file limits apply to every process of the session,
     the process limit to all of them together, the disk limits to the
-    session's working directory (the only place it may write).
+    session's working directory (the only place it may write; it may not
+    remove or rename files there, which would hide their blocks from the disk
+    watchdog). A code block's tool calls past `tool_calls_per_step` fail in the code.
 
     `weak_isolation` decides what happens where the kernel cannot give the
     whole OS boundary (`confine.py`: filesystem, syscalls, network, signals,
@@ -37,6 +39,7 @@ class SandboxPolicy:
     output_limit: int = 20_000
     disk_bytes: int = 256 << 20
     disk_files: int = 4096
+    tool_calls_per_step: int = 64
     weak_isolation: str = "refuse"
     user_namespaces: bool = True
     python_layers: bool = True
@@ -50,6 +53,6 @@ class SandboxPolicy:
         if self.weak_isolation not in ("refuse", "warn"):
             raise ValueError(f"sandbox policy: weak_isolation must be 'refuse' or 'warn', got {self.weak_isolation!r}")
         for name in ("timeout_seconds", "memory_bytes", "cpu_seconds", "processes", "file_size_bytes",
-                     "open_files", "output_limit", "startup_timeout_seconds", "disk_bytes", "disk_files"):
+                     "open_files", "output_limit", "startup_timeout_seconds", "disk_bytes", "disk_files", "tool_calls_per_step"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"sandbox policy: {name} must be > 0, got {getattr(self, name)}")

@@ -248,6 +248,8 @@ class SandboxSession:
         async with self._lock:
             calls: list[list[dict]] = [[] for _ in request["codes"]]
             pending: set[asyncio.Task] = set()
+            made = [0] * len(calls)  # tool calls per candidate
+            limit_error = f"ToolLimit: more than {self.policy.tool_calls_per_step} tool calls in one step of the code"
             self._send({**request, "timeout": self.policy.timeout_seconds})
             kill_point("sandbox.step", pid=self.pid)
             deadline = time.monotonic() + self.policy.timeout_seconds + 10
@@ -258,8 +260,19 @@ class SandboxSession:
                         break
                     if not self._valid_tool_call(message, len(calls)):
                         await self._malformed(f"message {str(message.get('op'))[:40]!r}")
+                    index = message["candidate"]
+                    made[index] += 1
                     record = {"name": message["name"], "args": message["args"], "kwargs": message["kwargs"]}
-                    calls[message["candidate"]].append(record)
+                    if made[index] > self.policy.tool_calls_per_step:
+                        # Past the limit a call fails in the code; a flood that ignores the failures
+                        # (forged calls need no reply) ends the session before it can bury the host.
+                        if made[index] > 2 * self.policy.tool_calls_per_step:
+                            await self._malformed(f"tool calls past twice the limit of {self.policy.tool_calls_per_step}")
+                        if made[index] == self.policy.tool_calls_per_step + 1:
+                            calls[index].append({**record, "error": limit_error})
+                        self._send({"op": "tool_result", "candidate": index, "error": limit_error})
+                        continue
+                    calls[index].append(record)
                     task = asyncio.create_task(self._serve_tool(message, record))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
@@ -350,7 +363,9 @@ class SandboxSession:
         there between steps too (a thread or a process it left running)."""
         while not self.closed:
             await asyncio.sleep(WATCH_SECONDS)
-            problem = oslimits.disk_problem(self._work_dir, self.policy.disk_bytes, self.policy.disk_files)
+            # In a thread: walking thousands of entries must not stall the other episodes on this loop.
+            problem = await asyncio.to_thread(oslimits.disk_problem, self._work_dir, self.policy.disk_bytes,
+                                              self.policy.disk_files)
             if problem and not self.closed:
                 self.failure = f"the sandbox was stopped: {problem}"
                 await self.close()
