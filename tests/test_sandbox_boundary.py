@@ -5,13 +5,17 @@ namespaces (a Kubernetes pod's default)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import sysconfig
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -49,26 +53,33 @@ def test_catalogue_is_contained_as_the_host_user():
     assert report["isolation"]["signals"] == "pid namespace" and report["isolation"]["network"] == "namespace"
 
 
-def _as_unprivileged_user(*flags: str) -> dict:
+@contextlib.contextmanager
+def _unprivileged():
+    """(command prefix, environment, a directory every user may write): Debian's interpreter run as
+    user nobody, with this project and the venv's packages on its path."""
     runuser = shutil.which("runuser")
     if os.geteuid() != 0 or not runuser or not os.path.exists(SYSTEM_PYTHON):
-        pytest.skip("needs root, runuser and Debian's python3.11 to run the catalogue as another user")
+        pytest.skip("needs root, runuser and Debian's python3.11 to run the sandbox as another user")
     site = sysconfig.get_paths()["purelib"]
     probe = subprocess.run([runuser, "-u", "nobody", "--", "test", "-r", f"{site}/numpy/__init__.py", "-a",
                             "-r", str(REPO / "ray_distill/__init__.py")], capture_output=True)
     if probe.returncode:
         pytest.skip(f"user nobody cannot read {site} or {REPO}")
-    shared = Path(tempfile.mkdtemp(prefix="rd-catalogue-"))  # pytest's own tmp_path is root's alone
+    shared = Path(tempfile.mkdtemp(prefix="rd-unprivileged-"))  # pytest's own tmp_path is root's alone
     try:
         shared.chmod(0o777)
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPO}{os.pathsep}{site}", "HOME": str(shared)}
-        run = subprocess.run([runuser, "-u", "nobody", "--", SYSTEM_PYTHON, str(REPO / "tests/sandbox_catalogue.py"),
-                              "--out", str(shared / "report.json"), *flags], env=env, cwd=shared,
-                             capture_output=True, text=True, timeout=IDENTITY_SECONDS)
-        assert run.returncode == 0, run.stderr[-3000:]
-        report = json.loads((shared / "report.json").read_text())
+        yield [runuser, "-u", "nobody", "--", SYSTEM_PYTHON], env, shared
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def _as_unprivileged_user(*flags: str) -> dict:
+    with _unprivileged() as (python, env, shared):
+        run = subprocess.run([*python, str(REPO / "tests/sandbox_catalogue.py"), "--out", str(shared / "report.json"),
+                              *flags], env=env, cwd=shared, capture_output=True, text=True, timeout=IDENTITY_SECONDS)
+        assert run.returncode == 0, run.stderr[-3000:]
+        report = json.loads((shared / "report.json").read_text())
     assert report["uid"] != 0
     return report
 
@@ -149,3 +160,55 @@ def test_the_syscall_filter_numbers_are_the_kernel_headers(arch, header):
     wrong = {name: (number, defined.get(name)) for name, number in _SYSCALLS[arch].items()
              if defined.get(name) != number and not (name not in defined and number > newest)}
     assert not wrong, f"{arch}: ours vs the header's: {wrong}"
+
+
+@pytest.mark.parametrize("rung", ["host user", "no user namespaces"])
+def test_a_killed_host_leaves_no_sandbox_process_behind(rung, tmp_path):
+    """SIGKILL of the host (no close): the sandbox's processes, a child the code left sleeping
+    included, die with it. With a pid namespace its init takes them along; on the pod rung,
+    without one, the reaper ends the session's process group."""
+    host = (
+        "import asyncio, sys\n"
+        "from ray_distill.tools.sandbox import SandboxPolicy, SandboxSession\n"
+        "async def main():\n"
+        "    policy = SandboxPolicy(python_layers=False, user_namespaces=sys.argv[1] == 'host user')\n"
+        "    session = await SandboxSession.start(policy)\n"
+        "    await session.run('import os, time\\nif os.fork() == 0:\\n    time.sleep(300)\\n    os._exit(0)')\n"
+        "    print(session.work_dir, session.isolation['signals'], flush=True)\n"
+        "    await asyncio.sleep(300)\n"
+        "asyncio.run(main())\n")
+    with contextlib.ExitStack() as stack:
+        if rung == "host user":
+            python, env, where = [sys.executable], None, tmp_path
+        else:
+            python, env, where = stack.enter_context(_unprivileged())
+        (where / "host.py").write_text(host)
+        proc = subprocess.Popen([*python, str(where / "host.py"), rung], stdout=subprocess.PIPE, text=True, env=env,
+                                cwd=where)
+        work_dir, signals = proc.stdout.readline().split(" ", 1)
+        assert work_dir.startswith("/"), work_dir
+        assert ("pid namespace" in signals) == (rung == "host user"), signals
+
+        def running() -> list[str]:
+            found = []
+            for entry in os.listdir("/proc"):
+                try:
+                    if entry.isdigit() and work_dir.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                        found.append(entry)
+                except OSError:
+                    pass
+            return found
+
+        assert len(running()) >= 3  # waiter or reaper, state holder, the sleeping child
+        os.kill(proc.pid if rung == "host user" else _child_of(proc.pid), signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running() == []
+
+
+def _child_of(pid: int) -> int:
+    """runuser's child: the host itself."""
+    [child] = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(child)

@@ -123,11 +123,11 @@ def child_subreaper():
     return _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
-def die_with_parent():
-    """SIGKILL this process when its parent dies: a crashed host takes its sessions along. Only for
-    the waiter and the reaper, whose parents live as long as the session; a state holder's parent
-    exits at every adoption."""
-    return _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0) == 0
+def die_with_parent(signum=9):
+    """Send this process `signum` (SIGKILL) when its parent dies: a crashed host takes its sessions
+    along. Only for the waiter and the reaper, whose parents live as long as the session; a state
+    holder's parent exits at every adoption."""
+    return _libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
 
 
 def no_new_privs():

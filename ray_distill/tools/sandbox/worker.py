@@ -631,6 +631,11 @@ def _only_wait(child=None):
                 os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
+def _end_session(*_):
+    with _Privileged():
+        os.killpg(0, signal.SIGKILL)
+
+
 def main(config):
     report = {}
     os.umask(0o077)
@@ -650,6 +655,14 @@ def main(config):
         if pid:
             _only_wait(pid)
         confine.die_with_parent()  # S, the namespace's init: its death ends every process in it
+    else:
+        # Without a pid namespace S's death ends nothing by itself, so when the host dies S ends
+        # the session's process group, which no process of it can leave (setsid and setpgid are
+        # refused). Code that sends S the signal only ends its own session.
+        signal.signal(signal.SIGTERM, _end_session)
+        confine.die_with_parent(signal.SIGTERM)
+        if os.getppid() != config["host_pid"]:  # the host died before that took hold
+            _end_session()
     with _Privileged():
         pid = os.fork()
     if pid:
