@@ -1,5 +1,5 @@
-"""Real episodes: the embedded model writes the actions, real sandboxes run
-them, real retrieval answers web_search, all through a local Ray."""
+"""Real episodes: the embedded model writes the actions behind engine replicas on a local Ray,
+real sandboxes run them, real retrieval answers web_search."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from ray_distill.agent import Agent, AgentConfig, RetrievalToolSpec, SAGConfig, first_thought_prefix
+from ray_distill.agent import Agent, AgentConfig, SAGConfig, first_thought_prefix, retrieval_tools
 from ray_distill.agent.parsing import STOP_STRINGS, normalise_step
 from ray_distill.data.world import write_world
 from ray_distill.engines import SamplingParams
 from ray_distill.engines.spec import EngineSpec
-from ray_distill.tools.sandbox import SandboxPolicy
+from ray_distill.tools.sandbox import SandboxPolicy, SandboxPool
 
 pytestmark = pytest.mark.slow
 
@@ -29,15 +29,12 @@ def world(tmp_path_factory):
 
 @pytest.mark.parametrize("backend", ["hf", "vllm"])
 def test_episodes_with_and_without_ftp_and_sag_through_local_ray(world, local_ray, backend):
-    import ray
-
     from ray_distill.distributed.engines import EngineRouter
-    from ray_distill.distributed.sandboxes import RemoteSandboxSession, SandboxPoolActor
+    from ray_distill.tools.retrieval import Encoder, FaissRetriever
 
     out, questions = world
     router = EngineRouter.launch(EngineSpec(backend, "smollm2-135m-instruct"))
-    tools = RetrievalToolSpec([str(p) for p in sorted((out / "corpus").glob("*.jsonl"))])
-    sandboxes = SandboxPoolActor.remote(SandboxPolicy(timeout_seconds=10), tools, 4)
+    retriever = FaissRetriever.from_corpus(sorted(str(p) for p in (out / "corpus").glob("*.jsonl")), Encoder("minilm-l6"))
     sampling = SamplingParams(max_new_tokens=48, stop=STOP_STRINGS)
     prefix = first_thought_prefix("I should find the facts one at a time.\n\nThen combine them.")
     variants = {
@@ -47,25 +44,23 @@ def test_episodes_with_and_without_ftp_and_sag_through_local_ray(world, local_ra
         "ftp+sag": (AgentConfig(max_steps=2, sampling=sampling, sag=SAGConfig(n=3)), prefix),
     }
 
-    async def one(config, ftp, q):
-        session = await RemoteSandboxSession.open(sandboxes)
-        try:
-            return await Agent(router, config).run(q["question"], session, ftp_prefix=ftp,
-                                                   question_id=q["id"], dataset="world", seed=0)
-        finally:
-            await session.close()
-
     async def everything():
-        # one question per variant, fact and math alternating
-        jobs = {(name, q["id"]): one(config, ftp, q)
-                for (name, (config, ftp)), q in zip(variants.items(), questions * 2)}
-        return dict(zip(jobs, await asyncio.gather(*jobs.values())))
+        # The rollout worker's arrangement: its own pool, web_search answered on its event loop.
+        async with SandboxPool(SandboxPolicy(timeout_seconds=10), retrieval_tools(retriever), size=4) as pool:
+            async def one(config, ftp, q):
+                async with pool.session() as session:
+                    return await Agent(router, config).run(q["question"], session, ftp_prefix=ftp,
+                                                           question_id=q["id"], dataset="world", seed=0)
+
+            # one question per variant, fact and math alternating
+            jobs = {(name, q["id"]): one(config, ftp, q)
+                    for (name, (config, ftp)), q in zip(variants.items(), questions * 2)}
+            return dict(zip(jobs, await asyncio.gather(*jobs.values())))
 
     try:
         records = asyncio.run(everything())
     finally:
         asyncio.run(router.close())
-        ray.kill(sandboxes)
 
     assert len(records) == 4
     for (name, qid), record in records.items():

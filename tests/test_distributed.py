@@ -91,38 +91,6 @@ def test_replicas_serve_the_engine_protocol_with_session_affinity(local_ray, tin
 
 
 @pytest.mark.slow
-def test_sandbox_pool_actor_runs_sessions_with_tools_next_to_them(local_ray, tmp_path):
-    import ray
-
-    from ray_distill.agent import RetrievalToolSpec
-    from ray_distill.data.world import write_world
-    from ray_distill.distributed.sandboxes import RemoteSandboxSession, SandboxPoolActor
-    from ray_distill.tools.sandbox import SandboxError, SandboxPolicy
-
-    write_world(tmp_path, seed=2, num_passages=200, num_fact_questions=0, num_math_questions=0,
-                test_fraction=0.0, progress=False)
-    spec = RetrievalToolSpec([str(p) for p in sorted((tmp_path / "corpus").glob("*.jsonl"))])
-    actor = SandboxPoolActor.remote(SandboxPolicy(timeout_seconds=5), spec, 1)
-
-    async def go():
-        session = await RemoteSandboxSession.open(actor)
-        found = await session.run("r = web_search('city population')\nprint(r.splitlines()[0][:6])")
-        candidates = await session.run_candidates(["x = 1", "x = 2"])
-        chosen = await session.choose(1)
-        after = await session.run("print(x)")
-        await session.close()
-        with pytest.raises(SandboxError, match="no open sandbox session"):
-            await session.run("print(1)")
-        return found, candidates, chosen, after, await actor.stats.remote()
-
-    found, candidates, chosen, after, stats = asyncio.run(go())
-    assert found.stdout == "Doc 1 \n" and found.tool_calls[0]["name"] == "web_search"
-    assert all(c.ok for c in candidates) and chosen == 1 and after.stdout == "2\n"
-    assert stats["open"] == 0 and stats["started"] >= 1
-    ray.kill(actor)
-
-
-@pytest.mark.slow
 def test_scorer_gives_the_right_verdict_in_a_ray_worker(local_ray):
     import ray
 

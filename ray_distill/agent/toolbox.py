@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
-
 from ray_distill.tools.retrieval.index import Retriever, format_hits, search_async
 from ray_distill.tools.sandbox import Toolbox, ToolUnavailable
 
@@ -26,17 +23,3 @@ def retrieval_tools(retriever: Retriever, k: int = 3) -> Toolbox:
 
     return Toolbox(handle, ("web_search",))
 
-
-@dataclass(frozen=True)
-class RetrievalToolSpec:
-    """How to build the retrieval toolbox where it is used (for instance inside
-    a sandbox actor on another node): a corpus, an embedder and top-k."""
-
-    corpus: Sequence[str]
-    embedder: str = "minilm-l6"
-    k: int = 3
-
-    def build(self) -> Toolbox:
-        from ray_distill.tools.retrieval import Encoder, FaissRetriever
-
-        return retrieval_tools(FaissRetriever.from_corpus(self.corpus, Encoder(self.embedder)), self.k)
