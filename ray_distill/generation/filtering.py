@@ -1,4 +1,4 @@
-"""Which records become training data (METHOD.md stage 4), and why the others were dropped.
+"""Which records become training data (docs/METHOD.md stage 4), and why the others were dropped.
 
 A trajectory is kept when it is correct and none of its steps had code that
 could not be parsed; steps whose code raised are kept by default, since a

@@ -98,7 +98,7 @@ class EpisodeRollout(Rollout):
 
 
 class CotRollout(Rollout):
-    """The teacher's plain chain-of-thought answer to each item (METHOD.md stage 1)."""
+    """The teacher's plain chain-of-thought answer to each item (docs/METHOD.md stage 1)."""
 
     def __init__(self, engine: Engine, sampling: SamplingParams, scoring: Scoring = Scoring(), max_attempts: int = 3,
                  system_prompt: str = prompts.COT_SYSTEM_PROMPT):

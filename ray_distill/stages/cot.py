@@ -1,7 +1,7 @@
 """Stage `cot`: the teacher answers every training question in plain chain of thought.
 
 The responses are the source of the first-thought prefixes (FTP) and the
-training set of the CoT-distillation baseline (METHOD.md stage 1).
+training set of the CoT-distillation baseline (docs/METHOD.md stage 1).
 """
 
 from __future__ import annotations

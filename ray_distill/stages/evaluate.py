@@ -1,5 +1,5 @@
 """Stage `evaluate`: models answer held-out questions, scored the way the paper scores them
-(METHOD.md stage 6, Table 2).
+(docs/METHOD.md stage 6, Table 2).
 
 `evaluate.models` lists what to evaluate: `base` (the untrained student),
 `distilled` (this config's train export) or any model name. Each model

@@ -1,5 +1,5 @@
 """Stage `filter`: score the teacher's records again with the configured scoring, and choose
-the training data (METHOD.md stage 4).
+the training data (docs/METHOD.md stage 4).
 
 Writes, per FTP setting, `trajectories.parquet` (every trajectory with
 `correct`, `judge_correct`, `keep` and `drop_reason`) and, when the `cot`

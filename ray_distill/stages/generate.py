@@ -1,4 +1,4 @@
-"""Stage `generate`: the teacher solves the training questions as a CodeAct agent (METHOD.md stages 2-3).
+"""Stage `generate`: the teacher solves the training questions as a CodeAct agent (docs/METHOD.md stages 2-3).
 
 With `generate.ftp`, each episode's first step continues the first paragraph
 of the teacher's CoT response to the same question (from the `cot` stage).

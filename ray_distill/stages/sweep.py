@@ -1,4 +1,4 @@
-"""Stage `sweep`: the paper's Table 2 as a Ray Tune grid (METHOD.md, "Results to reproduce").
+"""Stage `sweep`: the paper's Table 2 as a Ray Tune grid (docs/METHOD.md, "Results to reproduce").
 
 Trials are students x methods (`evaluation/grid.py`): the CoT-prompted
 base student, the CoT-distillation baseline, and agent distillation with

@@ -1,4 +1,4 @@
-"""Stage `train`: fine-tune the student on the kept teacher data (METHOD.md stage 5).
+"""Stage `train`: fine-tune the student on the kept teacher data (docs/METHOD.md stage 5).
 
 Reads the filter stage's kept records (`train.data`: agent trajectories or
 the CoT baseline), renders them with the student's chat template into
