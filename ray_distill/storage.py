@@ -14,7 +14,8 @@ local file (work done after the last push, e.g. before a kill), and gives each i
 back, so a fetched run looks to the stages exactly as it did where it was made (input fingerprints
 that include file times, such as the index stage's corpus, stay valid). Fetched files land under a
 temporary name first, and the index is written after the files it lists, so a crash never leaves
-half a file under its own name nor an index entry without its file. Temporary files of atomic
+half a file under its own name nor an index entry without its file; a pull refuses an index entry
+outside the run directory and a fetched file whose size is not its entry's. Temporary files of atomic
 writes are never stored.
 """
 
@@ -26,10 +27,12 @@ import os
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
 
-from ray_distill.errors import UserError
+from ray_distill.errors import DataError, UserError, brief, first_line, is_text
+from ray_distill.fileio import parse_json
 
 log = logging.getLogger(__name__)
 INDEX = ".ray-distill-storage.json"
@@ -42,19 +45,28 @@ def open_filesystem(uri: str):
 
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+    where = f"run.storage {brief(uri)}"
+    if not uri.partition("://")[0]:
+        raise UserError(f"{where}: names no scheme before '://' (s3, gs, file, ...)")
     try:
-        return pafs.FileSystem.from_uri(uri)
-    except ValueError as native_error:  # pyarrow does not know the scheme
+        filesystem, root = pafs.FileSystem.from_uri(uri)
+    except ValueError as native_error:  # pyarrow does not know the scheme, or cannot parse the URI
         try:
             import fsspec
             from fsspec.core import split_protocol
 
-            protocol, path = split_protocol(uri)
-            filesystem = fsspec.filesystem(protocol)
-        except (ImportError, ValueError) as e:
-            raise UserError(f"run.storage {uri!r}: pyarrow cannot open it ({native_error}) and neither can fsspec "
-                            f"({e}); install the fsspec package for that scheme") from None
-        return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), path.rstrip("/")
+            protocol, root = split_protocol(uri)
+            filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem(protocol)))
+        except Exception as e:  # fsspec's filesystems refuse arguments with all sorts of errors
+            raise UserError(f"{where}: pyarrow cannot open it ({first_line(native_error)}) and neither can fsspec "
+                            f"({first_line(e)}); install the fsspec package for that scheme") from None
+        if any(c in root for c in "*?["):  # fsspec's move would copy the index into a directory of that name
+            raise UserError(f"{where}: fsspec reads *, ? and [ in a path as wildcards; name the storage without them")
+    except Exception as e:  # e.g. an S3 bucket's region that cannot be looked up, HDFS without Java
+        raise UserError(f"{where}: cannot open it: {first_line(e)}") from None
+    if not root.strip("/"):
+        raise UserError(f"{where}: names no bucket or directory to store the run in")
+    return filesystem, root.rstrip("/")
 
 
 class RunStorage:
@@ -68,14 +80,36 @@ class RunStorage:
     def _remote(self, relative: str) -> str:
         return f"{self.root}/{relative}"
 
+    @contextmanager
+    def _errors(self, doing: str):
+        """A failure of the storage (unreachable, refused, a path it cannot hold) as one line naming it."""
+        import pyarrow as pa
+
+        try:
+            yield
+        except (OSError, ValueError, NotImplementedError, pa.ArrowException) as e:
+            raise UserError(f"run.storage {brief(self.uri)}: cannot {doing}: {first_line(e)}") from None
+
     def stored(self) -> dict[str, list[int]]:
         """The storage's index: file path relative to the run -> [size, mtime_ns]."""
         import pyarrow.fs as pafs
 
-        if self.fs.get_file_info(self._remote(INDEX)).type != pafs.FileType.File:
-            return {}
-        with self.fs.open_input_stream(self._remote(INDEX)) as handle:
-            return json.loads(handle.read())
+        with self._errors(f"read its index {INDEX}"):
+            if self.fs.get_file_info(self._remote(INDEX)).type != pafs.FileType.File:
+                return {}
+            with self.fs.open_input_stream(self._remote(INDEX)) as handle:
+                data = handle.read()
+        where = f"run.storage {brief(self.uri)}: {INDEX}"
+        index = parse_json(data, where)
+        if not isinstance(index, dict):
+            raise DataError(f"{where}: expected an object, got {type(index).__name__}")
+        for relative, version in index.items():
+            if not _is_relative(relative):
+                raise DataError(f"{where}: {brief(relative)} is not a path inside the run directory")
+            if not (isinstance(version, list) and len(version) == 2 and all(
+                    isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**63 for n in version)):
+                raise DataError(f"{where}: {brief(relative)}: expected [size, mtime_ns], got {brief(version)}")
+        return index
 
     def pull(self) -> int:
         """Fetch every stored file the run directory lacks or holds in an older version; returns how many."""
@@ -83,7 +117,7 @@ class RunStorage:
         for relative, (size, mtime_ns) in self.stored().items():
             path = self.local / relative
             if not path.is_file() or path.stat().st_mtime_ns < mtime_ns:
-                todo.append((relative, mtime_ns))
+                todo.append((relative, size, mtime_ns))
         self._run(self._download, todo, f"fetching the run from {self.uri}")
         return len(todo)
 
@@ -120,9 +154,10 @@ class RunStorage:
 
     def _write_index(self, index: dict[str, list[int]]) -> None:
         partial = self._remote(INDEX + ".tmp")
-        with self.fs.open_output_stream(partial) as handle:
-            handle.write(json.dumps(index, sort_keys=True).encode())
-        self.fs.move(partial, self._remote(INDEX))
+        with self._errors(f"write its index {INDEX}"):
+            with self.fs.open_output_stream(partial) as handle:
+                handle.write(json.dumps(index, sort_keys=True).encode())
+            self.fs.move(partial, self._remote(INDEX))
 
     def _run(self, work, items: list, description: str) -> None:
         if not items:
@@ -132,27 +167,35 @@ class RunStorage:
             for _ in pool.map(work, items):
                 pass
 
-    def _download(self, item: tuple[str, int]) -> None:
-        relative, mtime_ns = item
+    def _download(self, item: tuple[str, int, int]) -> None:
+        relative, size, mtime_ns = item
         path = self.local / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".pull-{path.name}")
-        with self.fs.open_input_stream(self._remote(relative)) as source, open(partial, "wb") as target:
-            shutil.copyfileobj(source, target, 1 << 20)
+        with self._errors(f"fetch {relative}"):
+            with self.fs.open_input_stream(self._remote(relative)) as source, open(partial, "wb") as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+        fetched = partial.stat().st_size
+        if fetched != size:  # overwritten by a push that died before writing its index
+            partial.unlink()
+            raise DataError(f"run.storage {brief(self.uri)}: {relative} holds {fetched} bytes, its index says {size} "
+                            "(a copy cut short); push it again from a run directory that has it")
         os.utime(partial, ns=(mtime_ns, mtime_ns))
         os.replace(partial, path)
 
     def _delete(self, relative: str) -> None:
-        try:
-            self.fs.delete_file(self._remote(relative))
-        except FileNotFoundError:  # deleted by an earlier push that died before writing its index
-            pass
+        with self._errors(f"delete {relative}"):
+            try:
+                self.fs.delete_file(self._remote(relative))
+            except FileNotFoundError:  # deleted by an earlier push that died before writing its index
+                pass
 
     def _upload(self, relative: str) -> None:
         remote = self._remote(relative)
-        self.fs.create_dir(remote.rsplit("/", 1)[0], recursive=True)
-        with open(self.local / relative, "rb") as source, self.fs.open_output_stream(remote) as target:
-            shutil.copyfileobj(source, target, 1 << 20)
+        with self._errors(f"copy {relative} there"):
+            self.fs.create_dir(remote.rsplit("/", 1)[0], recursive=True)
+            with open(self.local / relative, "rb") as source, self.fs.open_output_stream(remote) as target:
+                shutil.copyfileobj(source, target, 1 << 20)
 
 
 class PeriodicPush:
@@ -188,6 +231,12 @@ class PeriodicPush:
 def _is_temporary(name: str) -> bool:
     """Files of an atomic write in progress (fileio, the record store) or of a fetch."""
     return name.startswith((".tmp-", ".pull-")) or name.endswith(".tmp")
+
+
+def _is_relative(name: str) -> bool:
+    """Whether an index entry names a file inside the run directory (a pull writes where it says) that a
+    filesystem can hold."""
+    return is_text(name) and all(part not in ("", ".", "..") and len(part.encode()) <= 255 for part in name.split("/"))
 
 
 def _version(path: Path) -> list[int]:

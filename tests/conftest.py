@@ -1,5 +1,12 @@
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,3 +74,47 @@ def local_ray():
     init_ray(num_cpus=4)
     yield
     ray.shutdown()
+
+
+def pytest_collection_modifyitems(items):
+    # A test on the shared local Ray needs Ray whatever its module says.
+    for item in items:
+        if "local_ray" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3 server (moto) on loopback; the code under test talks to it with pyarrow's own S3 client."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"{host}:{port}"
+    server.stop()
+
+
+@contextlib.contextmanager
+def serving_retrieval(run_dir: Path, *overrides: str):
+    """`ray-distill serve-retrieval` on the quickstart config over `run_dir`, with its own Ray as a user would
+    start it, on a free loopback port; yields (port, its "serving ..." line) and stops it with Ctrl-C."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    server = subprocess.Popen([sys.executable, "-m", "ray_distill.cli", "serve-retrieval", "experiments/quickstart.yaml",
+                               f"run.dir={run_dir}", *overrides, f"retrieval.port={port}"],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = ""
+        while "serving" not in line:
+            line = server.stdout.readline()
+            assert line, "the server exited before serving"
+        threading.Thread(target=server.stdout.read, daemon=True).start()  # keep its pipe drained
+        yield port, line, server
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)

@@ -88,13 +88,13 @@ def test_jsonl_and_parquet_match_json(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("x.json", "{not json", r"x.json: not valid JSON"),
+        ("x.json", "{not json", r"x.json: line 1 is not valid JSON"),
         ("x.json", '{"metadata": {}}', r"expected a list under 'examples'"),
         ("x.json", "[1]", r"x.json: record 0: expected an object"),
         ("x.jsonl", '{"id": 1, "question": "q", "answer": "a"}\n{bad', r"x.jsonl: line 2 is not valid JSON"),
-        ("x.jsonl", '{"id": 1, "question": "q"}', r"record 0: missing field 'answer'"),
+        ("x.jsonl", '\n{"id": 1, "question": "q"}', r"x.jsonl: line 2: missing field 'answer'"),
         ("x.jsonl", '{"id": 1, "question": "q", "answer": "a"}\n{"id": 1, "question": "r", "answer": "b"}',
-         r"record 1: duplicate id '1' \(first at record 0\)"),
+         r"line 2: duplicate id '1' \(first at line 1\)"),
         ("x.jsonl", '{"id": null, "question": "q", "answer": "a"}', r"'id' must be a string or an integer"),
         ("x.jsonl", '{"id": 1, "question": "", "answer": "a"}', r"'question' must be a non-empty string"),
         ("x.jsonl", '{"id": 1, "question": "q", "answer": true}', r"'answer' must be a string"),

@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
@@ -18,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_distill.config import load_config
-from ray_distill.errors import UserError
+from ray_distill.errors import DataError, UserError
 from ray_distill.retrieval import open_retriever
 from ray_distill.stages.pipeline import run_pipeline
 from ray_distill.tools.retrieval import Encoder, ShardedRetriever, read_corpus
 
-from conftest import REPO
+from conftest import REPO, serving_retrieval
 
 SMALL = ["world.num_passages=600", "world.num_fact_questions=12", "world.num_math_questions=4",
          "index.passages_per_shard=250"]
@@ -46,7 +41,7 @@ def test_corpus_files_are_read_alike_from_jsonl_gzip_and_parquet(tmp_path):
     for name in ("a.jsonl", "a.jsonl.gz", "a.parquet"):
         assert list(read_corpus([tmp_path / name])) == records
     (tmp_path / "bad.jsonl").write_text(json.dumps(records[0]) + "\n{\"id\": 3}\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: not a corpus record"):
+    with pytest.raises(DataError, match=r"bad.jsonl: line 2: missing field 'contents'"):
         list(read_corpus([tmp_path / "bad.jsonl"]))
 
 
@@ -81,19 +76,7 @@ def test_index_stage_shards_embeds_and_builds_resumably(local_ray, tmp_path):
 @pytest.mark.slow
 def test_serve_retrieval_answers_over_http_until_stopped(local_ray, tmp_path):
     run_pipeline(config(tmp_path), progress=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own Ray, as a user would start it
-    server = subprocess.Popen([sys.executable, "-m", "ray_distill.cli", "serve-retrieval", "experiments/quickstart.yaml",
-                               f"run.dir={tmp_path}", *SMALL, f"retrieval.port={port}", "retrieval.topk=2"],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        banner = ""
-        while "serving" not in banner:
-            line = server.stdout.readline()
-            assert line, "the server exited before serving"
-            banner = line
+    with serving_retrieval(tmp_path, *SMALL, "retrieval.topk=2") as (port, banner, _):
         assert "serving 600 passages from 3 shard(s)" in banner
         deadline = time.time() + 30
         while True:
@@ -110,6 +93,3 @@ def test_serve_retrieval_answers_over_http_until_stopped(local_ray, tmp_path):
         agent_side = open_retriever(config(tmp_path, f"retrieval.url=http://127.0.0.1:{port}/retrieve"))
         (found,) = agent_side.search(["a city beside a lake"], 2)
         assert [h.id for h in found] == [h["id"] for h in hits]
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=60)

@@ -23,26 +23,14 @@ def _tree(root: Path) -> dict[str, tuple[bytes, int]]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _make_run(root: Path) -> None:
+def make_run(root: Path, payload: int = 3 << 20) -> None:
+    """A run directory: a file with an old time, a nested `payload`-byte one (the default takes several upload
+    parts) and a manifest."""
     (root / "world" / "deep").mkdir(parents=True)
     (root / "world" / "corpus.jsonl").write_text('{"id": "1", "contents": "a"}\n')
-    (root / "world" / "deep" / "part-0.parquet").write_bytes(os.urandom(3 << 20))  # several upload parts
+    (root / "world" / "deep" / "part-0.parquet").write_bytes(os.urandom(payload))
     (root / "manifest.json").write_text("{}\n")
     os.utime(root / "world" / "corpus.jsonl", ns=(1_600_000_000_123_456_789,) * 2)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """A real S3 server (moto) on loopback; the code under test talks to it with pyarrow's own S3 client."""
-    from moto.server import ThreadedMotoServer
-
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"{host}:{port}"
-    server.stop()
 
 
 def _s3_uri(endpoint: str, prefix: str) -> str:
@@ -55,7 +43,7 @@ def test_push_then_pull_restores_the_run_with_its_file_times(tmp_path, kind, req
            "s3": lambda: _s3_uri(request.getfixturevalue("s3_endpoint"), tmp_path.name),
            "fsspec": lambda: f"memory://{tmp_path.name}/run"}[kind]()
     made = tmp_path / "made"
-    _make_run(made)
+    make_run(made)
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "index.faiss").write_text("outside the run")
     (made / "world" / ".tmp-part-1.parquet").write_text("half written")
@@ -139,6 +127,7 @@ def test_unknown_scheme_is_a_user_error(tmp_path):
         RunStorage("nosuchfs://bucket/run", tmp_path)
 
 
+@pytest.mark.slow
 def test_pipeline_stores_each_stage_and_resumes_from_the_storage_alone(tmp_path, s3_endpoint, caplog):
     s3_uri = _s3_uri(s3_endpoint, "pipeline")
     overrides = [f"run.dir={tmp_path / 'run'}", f"run.storage={s3_uri}", "world.num_passages=300",

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import io
+import math
+import typing
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, OmegaConfBaseException
 
 from ray_distill.config.schema import ExperimentConfig
-from ray_distill.errors import ConfigError
+from ray_distill.errors import ConfigError, brief, first_line, is_text, line_of
+from ray_distill.fileio import text_of
+
+SHOWN_PROBLEMS = 5  # per message; the rest are counted
+MAX_DEPTH = 32  # lists and mappings inside a value (engine options)
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Return the validated config; every problem is a ConfigError naming its key."""
-    merged = OmegaConf.structured(ExperimentConfig)
+    merged = _schema()
     if path is not None:
         for layer_path, layer in _with_bases(Path(path)):
             merged = _merge(merged, layer, f"config file {layer_path}")
@@ -25,13 +33,21 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Exper
     try:
         config = OmegaConf.to_object(merged)
     except InterpolationResolutionError as e:
-        raise ConfigError(f"{e.full_key}: cannot resolve interpolation: {_first_line(e)}") from None
+        raise ConfigError(f"{e.full_key}: cannot resolve interpolation: {_message(e)}") from None
     except OmegaConfBaseException as e:
-        raise ConfigError(f"{getattr(e, 'full_key', '?')}: {_first_line(e)}") from None
-    problems = [f"{key}: {message}" for key, message in _problems(config, "")]
+        raise ConfigError(f"{getattr(e, 'full_key', '?')}: {_message(e)}") from None
+    # Cut to a line each: a message may quote a value the user made a megabyte long.
+    problems = [first_line(f"{key}: {message}") for key, message in _problems(config, "")]
     if problems:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+        more = f" (and {len(problems) - SHOWN_PROBLEMS} more)" if len(problems) > SHOWN_PROBLEMS else ""
+        raise ConfigError("invalid config: " + "; ".join(problems[:SHOWN_PROBLEMS]) + more)
     return config
+
+
+@functools.lru_cache(maxsize=1)
+def _schema() -> DictConfig:
+    # Half the time of a load; a merge copies it, never changes it.
+    return OmegaConf.structured(ExperimentConfig)
 
 
 def to_yaml(config: ExperimentConfig) -> str:
@@ -45,13 +61,30 @@ def section_dict(config: ExperimentConfig, section: str) -> dict[str, Any]:
 def _read_yaml(path: Path) -> DictConfig:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    where = f"config file {path}"
+    text = text_of(path.read_bytes(), where)
     try:
-        loaded = OmegaConf.load(path)
+        loaded = OmegaConf.load(io.StringIO(text))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{where}: {_key(e)}{_message(e)}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        raise ConfigError(f"{where} is not valid YAML: {_yaml_problem(e, text)}") from None
+    except ValueError as e:  # a scalar YAML parsed but Python refuses, e.g. an integer of 5000 digits
+        raise ConfigError(f"{where} is not valid YAML: {first_line(e)}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply") from None
     if not isinstance(loaded, DictConfig):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        raise ConfigError(f"{where} must hold a mapping at the top level")
     return loaded
+
+
+def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
+    """The problem and where it is, on one line (PyYAML spreads them over several)."""
+    if isinstance(e, yaml.reader.ReaderError):
+        return f"{e.reason} (line {line_of(text, e.position)})"
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or first_line(e)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
 
 
 def _with_bases(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, DictConfig]]:
@@ -63,20 +96,28 @@ def _with_bases(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, Dic
     base = layer.pop("base", None)
     if base is None:
         return [(path, layer)]
-    if not isinstance(base, str):
-        raise ConfigError(f"config file {path}: base must be a file path, got {base!r}")
+    if not isinstance(base, str) or not is_text(base):
+        raise ConfigError(f"config file {path}: base must be a file path, got {brief(base)}")
     return _with_bases(path.parent / base, seen + (path.resolve(),)) + [(path, layer)]
 
 
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
-    for item in overrides:
+    for item in overrides:  # one at a time, so an error names the override
         key, sep, _ = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-    try:
-        return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"cannot parse overrides {list(overrides)}: {e}") from None
+            raise ConfigError(f"override {brief(item)} is not of the form key=value")
+        where = f"override {key if len(key) < 100 else brief(key)}"
+        if not is_text(item):
+            raise ConfigError(f"{where}: must be text without NUL characters or invalid UTF-8")
+        try:
+            OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"{where}: {_message(e)}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{where}: the value is not valid YAML: {_yaml_problem(e, item)}") from None
+        except ValueError as e:
+            raise ConfigError(f"{where}: the value is not valid YAML: {first_line(e)}") from None
+    return OmegaConf.from_dotlist(list(overrides))
 
 
 def _merge(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
@@ -84,15 +125,33 @@ def _merge(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
         return OmegaConf.merge(base, layer)
     except ConfigKeyError as e:
         raise ConfigError(f"{source}: unknown key '{e.full_key}'") from None
-    except ValidationError as e:
-        raise ConfigError(f"{source}: {e.full_key}: {_first_line(e)}") from None
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"{source}: {getattr(e, 'full_key', '?')}: {_first_line(e)}") from None
+    except (OmegaConfBaseException, TypeError) as e:  # TypeError: a mapping given for a list, or the reverse
+        raise ConfigError(f"{source}: {_key(e) or _failing_key(base, layer) + ': '}{_message(e)}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: {_failing_key(base, layer)}: nested too deeply") from None
 
 
-def _first_line(e: OmegaConfBaseException) -> str:
+def _failing_key(base: DictConfig, layer: DictConfig) -> str:
+    """The first `section.key` of `layer` that does not merge into `base`: OmegaConf does not always say."""
+    for section, value in OmegaConf.to_container(layer, resolve=False).items():
+        parts = [(f"{section}.{k}", {section: {k: v}}) for k, v in value.items()] if isinstance(value, dict) \
+            else [(str(section), {section: value})]
+        for key, part in parts:
+            try:
+                OmegaConf.merge(base, part)
+            except (OmegaConfBaseException, TypeError, RecursionError):
+                return key
+    return "?"
+
+
+def _key(e: Exception) -> str:
+    key = getattr(e, "full_key", None)
+    return f"{key}: " if key else ""
+
+
+def _message(e: Exception) -> str:
     # OmegaConf appends full_key/reference_type lines that we already show.
-    return (getattr(e, "msg", None) or str(e)).splitlines()[0]
+    return first_line(getattr(e, "msg", None) or e)
 
 
 def _problems(node: Any, prefix: str) -> Iterator[tuple[str, str]]:
@@ -102,11 +161,40 @@ def _problems(node: Any, prefix: str) -> Iterator[tuple[str, str]]:
 
         for stage in node.run.stages:
             if stage not in STAGES:
-                yield "run.stages", f"unknown stage {stage!r}; known: {', '.join(STAGES)}"
+                yield "run.stages", f"unknown stage {brief(stage)}; known: {', '.join(STAGES)}"
+    hints = typing.get_type_hints(type(node))
+    fields = [(f.name, getattr(node, f.name)) for f in dataclasses.fields(node)]
+    bad = [(prefix + key, message) for name, value in fields if not dataclasses.is_dataclass(value)
+           for key, message in _value_problems(value, hints[name], name)]
+    yield from bad
     if hasattr(node, "problems"):
-        for key, message in node.problems():
-            yield prefix + key, message
-    for f in dataclasses.fields(node):
-        value = getattr(node, f.name)
+        yield from ((prefix + key, message) for key, message in node.problems() if prefix + key not in dict(bad))
+    for name, value in fields:
         if dataclasses.is_dataclass(value):
-            yield from _problems(value, f"{prefix}{f.name}.")
+            yield from _problems(value, f"{prefix}{name}.")
+
+
+def _value_problems(value: Any, hint: Any, key: str, depth: int = 0) -> Iterator[tuple[str, str]]:
+    """What OmegaConf lets through: a list or mapping inside a list of strings (or the like), NaN or infinity
+    (a range check passes NaN), an integer beyond 64 bits (numpy, Ray and the filesystem refuse it later,
+    with a traceback), NUL or invalid UTF-8 in text."""
+    if typing.get_origin(hint) is typing.Union:  # Optional[X]
+        if value is not None:
+            yield from _value_problems(value, typing.get_args(hint)[0], key, depth)
+    elif isinstance(value, (list, dict)):
+        if typing.get_origin(hint) not in (list, dict) and hint is not Any:
+            yield key, f"must be a {getattr(hint, '__name__', hint)}, got {brief(value)}"
+        elif depth > MAX_DEPTH:
+            yield key, "is nested too deeply"
+        else:
+            element = typing.get_args(hint)[-1] if typing.get_args(hint) else Any
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for k, v in items:
+                yield from _value_problems(v, element, f"{key}.{k}" if isinstance(value, dict) else f"{key}[{k}]",
+                                           depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield key, f"must be a finite number, got {value}"
+    elif isinstance(value, int) and not -2**63 <= value < 2**63:
+        yield key, f"must fit in 64 bits, got {brief(value)}"
+    elif isinstance(value, str) and not is_text(value):
+        yield key, "must be text without NUL characters or invalid UTF-8"

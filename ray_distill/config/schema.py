@@ -11,9 +11,11 @@ generated config reference (docs/CONFIG.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any, Iterator, Optional
 
 from ray_distill.engines.spec import BACKENDS
+from ray_distill.errors import brief
 from ray_distill.tools.retrieval.shards import KINDS as INDEX_KINDS
 from ray_distill.training.attention import PATHS as ATTENTION_PATHS
 from ray_distill.training.loss import KERNELS as LOSS_KERNELS
@@ -31,6 +33,23 @@ def _at_least(section, minimum: int, *names: str) -> Problems:
     for name in names:
         if getattr(section, name) < minimum:
             yield name, f"must be >= {minimum}, got {getattr(section, name)}"
+
+
+def _twice(section, what: str, *names: str) -> Problems:
+    for name in names:
+        seen = set()
+        for value in getattr(section, name):
+            if value in seen:
+                yield name, f"lists {what} twice: {brief(value)}"
+                break
+            seen.add(value)
+
+
+def _path_problems(section, *names: str) -> Problems:
+    for name in names:
+        path = getattr(section, name) or ""
+        if any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in PurePath(path).parts):
+            yield name, f"has a file name longer than 255 bytes, which filesystems refuse: {brief(path)}"
 
 
 def _resources_help(what: str) -> Any:
@@ -78,8 +97,10 @@ class RunConfig:
             yield "name", "must not be empty"
         if not self.dir.strip():
             yield "dir", "must not be empty"
-        if len(set(self.stages)) != len(self.stages):
-            yield "stages", f"lists a stage twice: {self.stages}"
+        yield from _path_problems(self, "name", "dir")
+        if self.storage and not self.storage.strip():
+            yield "storage", "must be a URI or a path (empty: none)"
+        yield from _twice(self, "a stage", "stages")
         yield from _at_least(self, 0, "storage_interval")
 
 
@@ -116,6 +137,7 @@ class WorldConfig:
         if not 0.0 <= self.test_fraction < 1.0:
             yield "test_fraction", f"must be in [0, 1), got {self.test_fraction}"
         yield from _at_least(self, 1, "shard_size")
+        yield from _path_problems(self, "out_dir")
 
 
 @dataclass
@@ -130,6 +152,9 @@ class BenchmarksConfig:
         "Per-benchmark file name overrides inside data_dir, e.g. {hotpotqa: my_hotpot.jsonl}.",
         factory=dict,
     )
+
+    def problems(self) -> Problems:
+        yield from _path_problems(self, "data_dir")
 
 
 @dataclass
@@ -166,6 +191,7 @@ class IndexConfig:
         if self.encoder_gpus not in (None, 0, 1):
             yield "encoder_gpus", f"must be 0, 1 or null, got {self.encoder_gpus}"
         yield from _resource_problems(self.resources)
+        yield from _path_problems(self, "out_dir")
 
 
 @dataclass
@@ -213,9 +239,8 @@ class QuestionsConfig:
             yield "train", "must name at least one question set"
         for name in self.train:
             if name not in known_sets():
-                yield "train", f"unknown question set {name!r}; known: {', '.join(known_sets())}"
-        if len(set(self.train)) != len(self.train):
-            yield "train", f"lists a set twice: {self.train}"
+                yield "train", f"unknown question set {brief(name)}; known: {', '.join(known_sets())}"
+        yield from _twice(self, "a set", "train")
         if self.limit is not None and self.limit < 1:
             yield "limit", f"must be >= 1 or null, got {self.limit}"
 
@@ -489,15 +514,13 @@ class EvaluateConfig:
 
         if not self.models:
             yield "models", "must name at least one model (base, distilled, or a model name)"
-        if len(set(self.models)) != len(self.models):
-            yield "models", f"lists a model twice: {self.models}"
+        yield from _twice(self, "a model", "models")
         if not self.sets:
             yield "sets", "must name at least one question set"
         for name in self.sets:
             if name not in known_sets():
-                yield "sets", f"unknown question set {name!r}; known: {', '.join(known_sets())}"
-        if len(set(self.sets)) != len(self.sets):
-            yield "sets", f"lists a set twice: {self.sets}"
+                yield "sets", f"unknown question set {brief(name)}; known: {', '.join(known_sets())}"
+        yield from _twice(self, "a set", "sets")
         if self.limit is not None and self.limit < 1:
             yield "limit", f"must be >= 1 or null, got {self.limit}"
         if self.mode not in ("agent", "cot"):
@@ -539,10 +562,7 @@ class SweepConfig:
         for value in self.sag:
             if value < 1:
                 yield "sag", f"values must be >= 1, got {value}"
-        for key in ("students", "ftp", "sag"):
-            values = getattr(self, key)
-            if len(set(values)) != len(values):
-                yield key, f"lists a value twice: {values}"
+        yield from _twice(self, "a value", "students", "ftp", "sag")
         if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
             yield "max_concurrent_trials", f"must be >= 1 or null, got {self.max_concurrent_trials}"
         yield from _at_least(self, 0, "trial_cpus")

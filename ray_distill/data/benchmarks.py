@@ -5,19 +5,20 @@ JSONL (one record a line) or Parquet. A record needs `id`, `question` and
 `answer`; everything else is kept as metadata. Records are keyed by
 (dataset, id) - never by question text, which repeats in MuSiQue. A null
 answer is skipped and counted; anything else malformed is an error that
-names the file and the record.
+names the file and the record (its line, in a JSONL file).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
-from ray_distill.errors import DataError
+from ray_distill.errors import DataError, brief, first_line
+from ray_distill.fileio import json_lines, parse_json, record_id
 
 log = logging.getLogger(__name__)
 
@@ -54,81 +55,74 @@ def load_file(path: str | Path, dataset: Optional[str] = None) -> Benchmark:
         raise DataError(f"benchmark file not found: {path}")
     dataset = dataset or path.stem
     examples: list[Example] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, str] = {}
     skipped = 0
-    for n, record in enumerate(_records(path)):
-        where = f"{path}: record {n}"
+    for place, record in _records(path):
+        where = f"{path}: {place}"
         if not isinstance(record, Mapping):
             raise DataError(f"{where}: expected an object, got {type(record).__name__}")
-        example = _example(dataset, record, where)
+        rid, example = _example(dataset, record, where)
+        if rid in seen:  # also when either has a null answer: which of the two is meant is unknown
+            raise DataError(f"{where}: duplicate id {brief(rid)} (first at {seen[rid]})")
+        seen[rid] = place
         if example is None:
             skipped += 1
             continue
-        if example.id in seen:
-            raise DataError(f"{where}: duplicate id {example.id!r} (first at record {seen[example.id]})")
-        seen[example.id] = n
         examples.append(example)
     if skipped:
         log.warning("%s: skipped %d record(s) with a null answer", path, skipped)
     return Benchmark(dataset, path, examples, skipped)
 
 
-def _records(path: Path) -> Iterator[Any]:
+def _records(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where in the file, record): `line N` of a JSONL file (what an editor shows), else `record N`."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
         try:
-            yield from pq.read_table(path).to_pylist()
+            records = pq.read_table(path).to_pylist()
         except Exception as e:  # pyarrow raises several types for a bad file
-            raise DataError(f"{path}: not a readable Parquet file: {e}") from None
+            raise DataError(f"{path}: not a readable Parquet file: {first_line(e)}") from None
     elif suffix == ".jsonl":
-        with open(path, encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}: line {line_no} is not valid JSON: {e.msg}") from None
+        yield from ((f"line {n}", record) for n, record in json_lines(path))
+        return
     elif suffix == ".json":
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON: {e.msg} (line {e.lineno})") from None
-        if isinstance(payload, Mapping):
-            if not isinstance(payload.get("examples"), list):
+        records = parse_json(path.read_bytes(), path)
+        if isinstance(records, Mapping):
+            if not isinstance(records.get("examples"), list):
                 raise DataError(f"{path}: expected a list under 'examples'")
-            payload = payload["examples"]
-        if not isinstance(payload, list):
+            records = records["examples"]
+        if not isinstance(records, list):
             raise DataError(f"{path}: expected {{'metadata', 'examples': [...]}} or a list of records")
-        yield from payload
     else:
         raise DataError(f"{path}: unsupported format {suffix!r}; use one of {', '.join(FORMATS)}")
+    yield from ((f"record {n}", record) for n, record in enumerate(records))
 
 
-def _example(dataset: str, record: Mapping[str, Any], where: str) -> Optional[Example]:
+def _example(dataset: str, record: Mapping[str, Any], where: str) -> tuple[str, Optional[Example]]:
+    """The record's id, and its example (None for a null answer)."""
     for key in ("id", "question", "answer"):
         if key not in record:
             raise DataError(f"{where}: missing field {key!r}")
-    rid = record["id"]
-    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
-        raise DataError(f"{where}: 'id' must be a string or an integer, got {rid!r}")
+    rid = record_id(record["id"], where)
     question = record["question"]
     if not isinstance(question, str) or not question.strip():
         raise DataError(f"{where}: 'question' must be a non-empty string")
     answer = record["answer"]
     metadata = {k: v for k, v in record.items() if k not in ("id", "question", "answer")}
     if answer is None:
-        return None
+        return rid, None
     if isinstance(answer, list) and answer and all(isinstance(a, str) for a in answer):
         metadata["aliases"] = list(answer)
         answer = answer[0]
-    elif isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
-        raise DataError(f"{where}: 'answer' must be a string, a number or a list of strings, got {answer!r}")
+    elif (isinstance(answer, bool) or not isinstance(answer, (str, int, float))
+          or isinstance(answer, float) and not math.isfinite(answer)):
+        raise DataError(f"{where}: 'answer' must be a string, a finite number or a list of strings, "
+                        f"got {brief(answer)}")
     # repr keeps a float's exact digits (GSM-Hard's 561161.7000000001).
     answer = answer if isinstance(answer, str) else repr(answer)
-    return Example(dataset, str(rid), question, answer, metadata)
+    return rid, Example(dataset, rid, question, answer, metadata)
 
 
 @dataclass(frozen=True)

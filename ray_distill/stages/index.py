@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ray_distill.data.world import read_manifest
-from ray_distill.errors import ConfigError
+from ray_distill.errors import ConfigError, DataError
 from ray_distill.fileio import write_json_atomic
 from ray_distill.stages.base import Stage, StageContext
 from ray_distill.stages.world import world_dir
@@ -84,8 +84,9 @@ def _split(ctx: StageContext, out: Path, files: list[str]) -> dict:
 
         try:
             directories = split_corpus(read_corpus(files), out, ctx.config.index.passages_per_shard, seen)
-        except ValueError as e:  # a malformed corpus line, or an empty corpus
-            raise ConfigError(f"index: {e}") from None
+        except ValueError:  # the corpus has no passages (a malformed one is a DataError naming the record)
+            others = f" or the {len(files) - 1} other corpus file(s)" if len(files) > 1 else ""
+            raise DataError(f"{files[0]}{others}: no passages to index") from None
     done = {**wanted, "shards": len(directories), "passages": read[0]}
     write_json_atomic(split, done)
     return done
