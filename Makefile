@@ -1,18 +1,22 @@
 # Two entry points: `make demo` runs the quickstart pipeline, `make test` the
-# test suite. Both install into .venv first; the stamp file makes a second
-# call skip the install unless the install inputs changed.
+# test suite (`make test-fast`: the tier without Ray, vLLM, DeepSpeed or models
+# past tiny-random, for the edit loop). All install into .venv first; the stamp
+# file makes a second call skip the install unless the install inputs changed.
 VENV ?= .venv
 CONFIG ?= experiments/quickstart.yaml
 PYTEST_ARGS ?=
 INSTALL_INPUTS := pyproject.toml constraints/cpu.txt scripts/install.sh
 STAMP := $(VENV)/.installed-$(shell cat $(INSTALL_INPUTS) | sha1sum | cut -c1-12)
 
-.PHONY: demo test install
+.PHONY: demo test test-fast install
 demo: $(STAMP)
 	$(VENV)/bin/ray-distill run $(CONFIG)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not (slow or ray or vllm or deepspeed)" $(PYTEST_ARGS)
 
 install: $(STAMP)
 

@@ -15,7 +15,7 @@ from ray_distill.engines import SamplingParams
 from ray_distill.engines.spec import EngineSpec
 from ray_distill.tools.sandbox import SandboxPolicy, SandboxPool
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def world(tmp_path_factory):
     return out, questions
 
 
-@pytest.mark.parametrize("backend", ["hf", "vllm"])
+@pytest.mark.parametrize("backend", ["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
 def test_episodes_with_and_without_ftp_and_sag_through_local_ray(world, local_ray, backend):
     from ray_distill.distributed.engines import EngineRouter
     from ray_distill.tools.retrieval import Encoder, FaissRetriever

@@ -28,7 +28,7 @@ from ray_distill.stages.base import StageContext
 from conftest import REPO
 from test_generation_stages import QUESTIONS_PER_SET, expected_keys, keys, write_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 def cli(tmp_path: Path, *args: str, kill_at: str = "", timeout: float = 600) -> subprocess.CompletedProcess:
@@ -128,6 +128,7 @@ def test_a_killed_driver_loses_only_unflushed_records_and_a_rerun_finishes_exact
     assert all(kept[k] == t for k, t in zip(keys(before), before.column("created_at").to_pylist()))  # not redone
 
 
+@pytest.mark.deepspeed
 def test_a_killed_train_worker_resumes_from_its_checkpoint_on_the_same_batches(tmp_path):
     from test_training_stage import trajectories
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from ray_distill.cli import main
 from ray_distill.config import load_config
@@ -107,6 +108,7 @@ def test_benchmarks_command_lists_found_files(shared_benchmarks, capsys):
     assert "musique" in out and "(not found)" in out
 
 
+@pytest.mark.slow
 def test_chat_answers_questions_from_the_terminal_step_by_step(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "ray_distill.cli", "chat", "experiments/quickstart.yaml", f"run.dir={tmp_path}",

@@ -47,6 +47,7 @@ def test_gpus_per_replica_are_its_tensor_parallel_degree():
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_each_replica_gets_its_own_gpus_from_ray(tiny_model):
     """On a Ray that declares two (logical) GPUs, so this runs without any: one GPU per replica, a different one each."""
     script = f"""

@@ -12,7 +12,7 @@ from ray_distill.engines.protocol import render_prompt
 CHAT = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour."}]
 
 
-@pytest.fixture(scope="module", params=["hf", pytest.param("vllm", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=["hf", pytest.param("vllm", marks=[pytest.mark.slow, pytest.mark.vllm])])
 def engine(request, tiny_model):
     if request.param == "hf":
         from ray_distill.engines.hf import HFEngine

@@ -19,7 +19,7 @@ from ray_distill.stages import STAGES
 from ray_distill.stages.base import StageContext
 from ray_distill.stages.pipeline import run_pipeline
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 TINY_STUDENT = {"models": {"teacher": "tiny-random", "student": "tiny-random"},
                 "student_engine": {"dtype": "float32"}}
@@ -111,6 +111,7 @@ def test_evaluating_an_untrained_distilled_student_names_the_missing_stage(tmp_p
         run_pipeline(load_config(path), progress=False)
 
 
+@pytest.mark.deepspeed
 def test_a_2x2_sweep_runs_through_ray_tune_and_reports_every_trial(tmp_path, local_ray):
     """Student x FTP x SAG = 1 x 2 x 2 trials; SAG shares the trained student, so two trainings."""
     path = write_config(

@@ -19,7 +19,7 @@ from ray_distill.fileio import write_parquet_atomic
 from ray_distill.generation.records import TRAJECTORY_SCHEMA
 from ray_distill.generation.store import read_records
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 QUESTIONS_PER_SET = 4
 

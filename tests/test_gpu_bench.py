@@ -30,6 +30,8 @@ def run(*args: str, code: str | None = None, timeout: float = 300) -> subprocess
     return subprocess.run(command + list(args), capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
+@pytest.mark.slow
+@pytest.mark.deepspeed
 def test_the_dry_bench_runs_every_case_and_check_on_cpu(tmp_path):
     done = run("--dry", "--out", str(tmp_path / "bench"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -51,6 +53,8 @@ def test_the_dry_bench_runs_every_case_and_check_on_cpu(tmp_path):
     assert "| 1.5B LoRA, auto | attention segments" in (tmp_path / "bench.md").read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.deepspeed
 def test_a_case_runs_in_its_own_process_as_on_the_gpu():
     case = {"name": "child", "student": "0.5b", "lora": False}
     done = run("--dry", "--steps", "2", "--case", json.dumps(case))

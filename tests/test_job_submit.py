@@ -71,6 +71,7 @@ def ray_head():
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_a_stage_submitted_with_ray_job_submit_runs_on_the_cluster(ray_head, tmp_path):
     dashboard, env = ray_head
     run_dir = tmp_path / "run"

@@ -110,6 +110,7 @@ def test_smollm2_loads_offline_and_answers(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.vllm
 def test_smollm2_loads_in_vllm_and_matches_transformers_greedy(local_ray):
     from ray_distill.distributed.engines import EngineRouter
     from ray_distill.engines import GenerationRequest, SamplingParams
@@ -171,6 +172,7 @@ def test_embedder_prefixes(name, prefixes):
     assert embedder_prefixes(name) == prefixes
 
 
+@pytest.mark.slow
 def test_embedded_embedder_encodes_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from ray_distill.data.world import World

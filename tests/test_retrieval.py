@@ -24,6 +24,7 @@ def retriever(world):
     return FaissRetriever.from_corpus(sorted((world / "corpus").glob("*.jsonl")), Encoder("minilm-l6", device="cpu"))
 
 
+@pytest.mark.slow  # the embedded embedder
 def test_search_equals_brute_force(retriever):
     queries = ["Who founded the shipping company?", "a city beside a lake", "population of the capital"]
     hits = retriever.search(queries, k=5)
@@ -35,6 +36,7 @@ def test_search_equals_brute_force(retriever):
         np.testing.assert_allclose([h.score for h in got], row[expected], rtol=1e-4)
 
 
+@pytest.mark.slow  # the embedded embedder
 def test_the_first_hop_of_world_questions_is_retrieved(world, retriever):
     questions = json.loads((world / "questions" / "fact_train.json").read_text())["examples"]
     bridge = [q for q in questions if not q["type"].startswith("comparison")]
@@ -45,6 +47,7 @@ def test_the_first_hop_of_world_questions_is_retrieved(world, retriever):
     assert found / len(bridge) >= 0.9
 
 
+@pytest.mark.slow  # the embedded embedder
 def test_web_search_tool_formats_numbered_documents(retriever):
     toolbox = retrieval_tools(retriever, k=3)
     assert toolbox.names == ("web_search",)

@@ -14,7 +14,7 @@ from ray_distill.tools.retrieval.http import HttpRetriever, make_app
 
 from conftest import write_shards
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 @pytest.fixture(scope="module")

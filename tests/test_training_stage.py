@@ -15,7 +15,7 @@ from ray_distill.config import load_config
 from ray_distill.fileio import write_parquet_atomic
 from ray_distill.stages.base import StageContext
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.deepspeed]
 
 ANSWER = "Ostrava"
 ACTION = f"Thought: I know this one.\nCode:\n```py\nfinal_answer('{ANSWER}')\n```<end_code>"
@@ -162,6 +162,7 @@ def test_the_exported_student_imitates_the_teacher_in_the_agent_loop(imitating_s
     assert record.answered_by == "final_answer" and record.final_answer == ANSWER
 
 
+@pytest.mark.vllm
 def test_the_exported_student_loads_in_vllm(imitating_student):
     from ray_distill.distributed.engines import EngineRouter
     from ray_distill.engines import GenerationRequest, SamplingParams

@@ -17,6 +17,8 @@ from ray_distill.engines.oracle import WorldOracleEngine
 from ray_distill.scoring import score_answer
 from ray_distill.tools.sandbox import SandboxPolicy, SandboxPool
 
+pytestmark = pytest.mark.slow  # the embedded embedder and real sandboxes
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
