@@ -354,7 +354,7 @@ class ScoringConfig:
 
 @dataclass
 class FilterConfig:
-    """Stage `filter`: which teacher trajectories become training data (METHOD.md stage 4)."""
+    """Stage `filter`: which teacher trajectories become training data (docs/METHOD.md stage 4)."""
 
     require_correct: bool = _help("Keep only trajectories whose answer is scored correct.", True)
     drop_parse_errors: bool = _help("Drop trajectories with a step whose code could not be parsed.", True)
@@ -366,7 +366,7 @@ class FilterConfig:
 
 @dataclass
 class TrainConfig:
-    """Stage `train`: supervised fine-tuning of the student on the kept data (METHOD.md stage 5), with Ray Train
+    """Stage `train`: supervised fine-tuning of the student on the kept data (docs/METHOD.md stage 5), with Ray Train
     and DeepSpeed ZeRO."""
 
     data: str = _help("Training data: agent (the kept teacher trajectories) or cot (the CoT-distillation baseline).",
@@ -487,7 +487,7 @@ class TrainConfig:
 
 @dataclass
 class EvaluateConfig:
-    """Stage `evaluate`: models answer held-out questions, as agents (with SAG) or in chain of thought (METHOD.md
+    """Stage `evaluate`: models answer held-out questions, as agents (with SAG) or in chain of thought (docs/METHOD.md
     stage 6)."""
 
     models: list[str] = _help(
