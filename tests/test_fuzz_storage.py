@@ -35,7 +35,7 @@ def uri_cases(tmp_path: Path, s3: str) -> list[Case]:
     cases: list[Case] = []
     tails = ["/a b", "/ünï", "/" + "x" * 300, "/\x00", "/\udcff", "/..", "/./x", "//double", "/trailing/", "/%20x",
              "/%zz", "?x=1", "#frag", "/" + "y" * 60, "/a;b", "/a'b\"c", "/\n", "/ ", "/\t", "/a\\b"]
-    for n in range(50):
+    for n in range(95):
         uri = f"memory://fuzz-{n}/runs/x"
         offset = rng.randrange(len(uri))
         cases.append(Case(f"memory-truncated-{n}-at-{offset}", uri[:offset]))
@@ -58,7 +58,7 @@ def uri_cases(tmp_path: Path, s3: str) -> list[Case]:
         cases.append(Case(name, uri))
     for n, scheme in enumerate(SAFE_SCHEMES):
         cases.append(Case(f"scheme-{n}", f"{scheme}://fuzz-scheme/x" if "://" not in scheme else f"{scheme}/x"))
-    for n in range(10):
+    for n in range(20):
         uri = f"memory://fuzz-junk-{n}/run"
         offset, junk = rng.randrange(9, len(uri)), rng.choice(["\x00", "\udcff", "%", " ", "?", "#", "\n", "é"])
         cases.append(Case(f"memory-junk-{n}", uri[:offset] + junk + uri[offset:]))
@@ -91,7 +91,7 @@ def test_generated_storage_uris_store_the_run_or_name_run_storage(tmp_path, s3_e
         got = tree(tmp_path / "fresh" / case.name)
         return None if got == expected and fetched == len(expected) else f"pulled {sorted(got)}, not {sorted(expected)}"
 
-    run_cases(uri_cases(tmp_path, s3_endpoint), check, minimum=150)
+    run_cases(uri_cases(tmp_path, s3_endpoint), check, minimum=200)
 
 
 def index_cases(rng: random.Random, index: bytes) -> list[Case]:
