@@ -344,6 +344,8 @@ def test_generated_corpora_split_or_name_the_file_and_record(tmp_path):
         if error is not None:
             if (out / SPLIT).exists():
                 return "failed, yet left a split.json that says the split is finished"
+            if list(out.rglob("*.tmp")):
+                return f"failed, yet left a half-written shard: {sorted(out.rglob('*.tmp'))[0].relative_to(out)}"
             return error_problem(error, case.names) if case.names is not None else \
                 f"failed, though it holds valid passages: {error!r:.300}"
         if case.names is not None:

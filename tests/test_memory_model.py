@@ -167,3 +167,16 @@ def test_resources_shows_the_memory_model_for_every_student_of_the_sweep():
     text = table(load_config(REPO / "experiments" / "paper" / "sweep.yaml", ["train.gradient_checkpointing=false"]))
     last = [line.rstrip(" |").rsplit("| ", 1)[-1] for line in text.splitlines() if line.startswith("| Qwen/")]
     assert last == ["off"] + ["off, does not fit: refused"] * 3
+
+
+@pytest.mark.parametrize("config, named", [({"hidden_size": 64}, "'intermediate_size'"),
+                                           ({**{k: 8 for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                                               "num_attention_heads", "vocab_size")},
+                                             "num_key_value_heads": "8"}, "'num_key_value_heads'"),
+                                           (["not", "an", "object"], "a JSON object")])
+def test_a_config_json_without_the_model_s_sizes_is_a_one_line_error_naming_it(config, named):
+    from ray_distill.errors import DataError
+    from ray_distill.training.memory import shape_from_config
+
+    with pytest.raises(DataError, match=f"student/config.json: .*{named}"):
+        shape_from_config(config, "student/config.json")

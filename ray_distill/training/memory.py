@@ -30,11 +30,13 @@ driver, and `ray-distill resources` prints the table.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+from ray_distill.errors import DataError, brief
+from ray_distill.fileio import parse_json
 
 GIB = 2**30
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -110,8 +112,19 @@ QWEN25 = {
 _QWEN25_NAME = re.compile(r"qwen2\.5-(0\.5b|1\.5b|3b|7b)(-instruct)?$", re.I)
 
 
-def shape_from_config(config: dict) -> Shape:
-    """A Shape from a transformers config.json."""
+_SHAPE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+
+def shape_from_config(config: dict, where: str = "config.json") -> Shape:
+    """A Shape from a transformers config.json; a size it lacks, or one that is not a positive integer, is a
+    DataError naming `where` and the key (the file comes from the user's model directory)."""
+    if not isinstance(config, dict):
+        raise DataError(f"{where}: expected a JSON object")
+    for key in (*_SHAPE_KEYS, "num_key_value_heads", "head_dim"):
+        value = config.get(key)
+        if (key in _SHAPE_KEYS or value is not None) and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise DataError(f"{where}: {key!r} must be a positive integer, got {brief(value)}")
     return Shape(hidden=config["hidden_size"], intermediate=config["intermediate_size"],
                  layers=config["num_hidden_layers"], heads=config["num_attention_heads"],
                  kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
@@ -127,7 +140,7 @@ def shape_of(model: str) -> Optional[Shape]:
     if known:
         return QWEN25[known.group(1).lower()]
     config_file = _local_config(model)
-    return shape_from_config(json.loads(config_file.read_text())) if config_file else None
+    return shape_from_config(parse_json(config_file.read_bytes(), config_file), str(config_file)) if config_file else None
 
 
 def _local_config(model: str) -> Optional[Path]:

@@ -135,18 +135,24 @@ def split_corpus(records: Iterable[dict], out_dir: Path, passages_per_shard: int
         writer.close()
         (directories[-1] / (PASSAGES_FILE + ".tmp")).rename(directories[-1] / PASSAGES_FILE)
 
-    for record in records:
-        if writer is None or in_shard == passages_per_shard:
-            if writer is not None:
-                close()
-            directories.append(out_dir / f"shard-{len(directories):05d}")
-            directories[-1].mkdir(parents=True, exist_ok=True)
-            writer, in_shard = pq.ParquetWriter(directories[-1] / (PASSAGES_FILE + ".tmp"), schema), 0
-        ids.append(record["id"])
-        contents.append(record["contents"])
-        in_shard += 1
-        if len(ids) == 8192:
-            flush()
+    try:
+        for record in records:
+            if writer is None or in_shard == passages_per_shard:
+                if writer is not None:
+                    close()
+                directories.append(out_dir / f"shard-{len(directories):05d}")
+                directories[-1].mkdir(parents=True, exist_ok=True)
+                writer, in_shard = pq.ParquetWriter(directories[-1] / (PASSAGES_FILE + ".tmp"), schema), 0
+            ids.append(record["id"])
+            contents.append(record["contents"])
+            in_shard += 1
+            if len(ids) == 8192:
+                flush()
+    except BaseException:  # a malformed corpus: no half-written shard is left open or on disk
+        if writer is not None:
+            writer.close()
+            (directories[-1] / (PASSAGES_FILE + ".tmp")).unlink(missing_ok=True)
+        raise
     if writer is None:
         raise ValueError("the corpus has no passages")
     close()
