@@ -212,3 +212,23 @@ def _child_of(pid: int) -> int:
     """runuser's child: the host itself."""
     [child] = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return int(child)
+
+
+
+def test_on_the_pod_rung_a_sigterm_to_a_candidate_ends_only_that_candidate():
+    """There the reaper ends the session on SIGTERM (its parent-death signal); the processes under it do not."""
+    host = (
+        "import asyncio\n"
+        "from ray_distill.tools.sandbox import SandboxPolicy, SandboxSession\n"
+        "async def main():\n"
+        "    session = await SandboxSession.start(SandboxPolicy(python_layers=False, user_namespaces=False))\n"
+        "    ended = await session.run('import os, signal\\nos.kill(os.getpid(), signal.SIGTERM)')\n"
+        "    after = await session.run('print(6 * 7)')\n"
+        "    print(session.isolation['signals'], '|', ended.error is not None, '|', after.stdout.strip(), flush=True)\n"
+        "    await session.close()\n"
+        "asyncio.run(main())\n")
+    with _unprivileged() as (python, env, where):
+        (where / "host.py").write_text(host)
+        run = subprocess.run([*python, str(where / "host.py")], env=env, cwd=where, capture_output=True, text=True,
+                             timeout=120)
+    assert run.stdout.strip() == "landlock scope | True | 42", run.stdout + run.stderr[-2000:]

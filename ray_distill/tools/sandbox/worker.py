@@ -667,6 +667,7 @@ def main(config):
         pid = os.fork()
     if pid:
         _only_wait()  # S: reap until no descendant is left
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # S's alone: a SIGTERM to Z or a candidate ends just that process
     holder = StateHolder(config)
     send(HOST_OUT, {"op": "ready", "pid": os.getpid(), "isolation": report})
     holder.serve()
