@@ -287,7 +287,8 @@ class DiskUse:
         return self.most
 
 
-def _processes_with(marker: str) -> list[int]:
+def processes_with(marker: str) -> list[int]:
+    """Pids of the processes whose command line holds `marker` (a session's working directory)."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -336,7 +337,7 @@ async def run_case(case: Case, env: Environment, pool: SandboxPool, sibling: San
     if disk.stop() > pool.policy.disk_bytes + DISK_SLACK:
         problems.append(f"held {disk.most >> 20} MiB of disk, past the policy's {pool.policy.disk_bytes >> 20} MiB")
     deadline = time.monotonic() + 5
-    while (left := _processes_with(marker)) and time.monotonic() < deadline:
+    while (left := processes_with(marker)) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     if left:
         problems.append(f"left processes running: {left}")

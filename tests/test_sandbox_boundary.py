@@ -23,7 +23,7 @@ import pytest
 from ray_distill.tools.sandbox import IsolationRefused, SandboxPolicy, SandboxPool, SandboxSession
 from ray_distill.tools.sandbox.session import check_isolation
 
-from sandbox_catalogue import CASES, catalogue_policy, run_catalogue
+from sandbox_catalogue import CASES, catalogue_policy, processes_with, run_catalogue
 
 REPO = Path(__file__).resolve().parents[1]
 # Debian's interpreter: every user may run it, unlike a venv whose interpreter lives under /root.
@@ -189,23 +189,13 @@ def test_a_killed_host_leaves_no_sandbox_process_behind(rung, tmp_path):
         assert work_dir.startswith("/"), work_dir
         assert ("pid namespace" in signals) == (rung == "host user"), signals
 
-        def running() -> list[str]:
-            found = []
-            for entry in os.listdir("/proc"):
-                try:
-                    if entry.isdigit() and work_dir.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                        found.append(entry)
-                except OSError:
-                    pass
-            return found
-
-        assert len(running()) >= 3  # waiter or reaper, state holder, the sleeping child
+        assert len(processes_with(work_dir)) >= 3  # waiter or reaper, state holder, the sleeping child
         os.kill(proc.pid if rung == "host user" else _child_of(proc.pid), signal.SIGKILL)
         proc.wait()
         deadline = time.monotonic() + 5
-        while running() and time.monotonic() < deadline:
+        while processes_with(work_dir) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert running() == []
+        assert processes_with(work_dir) == []
 
 
 def _child_of(pid: int) -> int:
