@@ -27,7 +27,7 @@ async def run_compute(fn: Callable[..., T], *args) -> T:
 def default_dtype(device):
     """bfloat16 where the hardware computes it natively (GPUs, CPUs with AMX or AVX512-BF16), else
     float32: on such CPUs bfloat16 runs models 2-3x faster (measured: transformer prefill, MiniLM)."""
-    import torch
+    import torch  # local: ray_distill.config imports this module, and the fast commands must not load torch
 
     if torch.device(device).type == "cuda":
         return torch.bfloat16

@@ -1,5 +1,7 @@
 """Errors that reach the user as one clear line instead of a traceback, and the helpers that word them."""
 
+import reprlib
+
 
 class UserError(Exception):
     """Bad input from the user (config, paths, names): the CLI prints the
@@ -20,8 +22,6 @@ class ModelNotFoundError(UserError):
 
 def brief(value: object) -> str:
     """A bad value as a message shows it: a short repr, so a multi-megabyte field stays one readable line."""
-    import reprlib
-
     shortened = reprlib.Repr()
     shortened.maxstring = shortened.maxother = 60
     shortened.maxlevel = 3

@@ -15,7 +15,7 @@ from ray_distill.errors import DataError, brief, first_line, line_of
 
 def write_parquet_atomic(table, path: Path) -> None:
     """Write a pyarrow table to `path`, durable before it appears under its name."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # local: ray_distill.config imports this module; the fast commands skip pyarrow
 
     tmp = path.with_name(f".tmp-{path.name}")
     pq.write_table(table, tmp)
@@ -46,9 +46,10 @@ def read_jsonl(path: Path) -> list[Any]:
     return entries
 
 
-def write_json_atomic(path: Path, payload: Any, indent: int = 1) -> None:
+def write_json_atomic(path: Path, payload: Any, indent: int = 1, sort_keys: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(payload, indent=indent, ensure_ascii=False, sort_keys=sort_keys) + "\n",
+                   encoding="utf-8")
     os.replace(tmp, path)
 
 

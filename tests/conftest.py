@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -74,6 +75,39 @@ def local_ray():
     init_ray(num_cpus=4)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory, local_ray) -> Path:
+    """The run directory of `test_generation_stages.write_config`'s world and two-shard index, built once
+    (the index stage takes 30-50 s on 2 cores); tests start their runs from a copy of it (`seed_run`)."""
+    from test_generation_stages import write_config
+
+    from ray_distill.config import load_config
+    from ray_distill.stages.pipeline import run_pipeline
+
+    base = tmp_path_factory.mktemp("small-world")
+    run_pipeline(load_config(write_config(base)), ["world", "index"], progress=False)
+    return base / "run"
+
+
+def seed_run(built: Path, config_path: Path) -> None:
+    """Copy `built`'s world and index into the run directory of the config at `config_path`, recorded in its
+    manifest as that config's own finished world and index stages. Only for a config whose world, index and
+    embedder are `built`'s, so the copy is exactly what its own stages would build."""
+    from ray_distill.config import load_config
+    from ray_distill.fileio import write_json_atomic
+    from ray_distill.stages import load
+    from ray_distill.stages.pipeline import MANIFEST, read_run_manifest
+
+    config, made = load_config(config_path), load_config(built / "config.yaml")
+    assert (config.world, config.index, config.models.embedder) == (made.world, made.index, made.models.embedder)
+    run_dir = Path(config.run.dir)
+    for name in ("world", "index"):
+        shutil.copytree(built / name, run_dir / name)
+    done = read_run_manifest(built)["stages"]
+    write_json_atomic(run_dir / MANIFEST, {"stages": {name: {**done[name], "fingerprint": load(name).fingerprint(config)}
+                                                      for name in ("world", "index")}}, indent=2)
 
 
 def pytest_collection_modifyitems(items):

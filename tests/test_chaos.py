@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -25,7 +24,7 @@ from ray_distill.config import load_config
 from ray_distill.failpoints import ARM, MARKERS
 from ray_distill.stages.base import StageContext
 
-from conftest import REPO
+from conftest import REPO, seed_run
 from test_generation_stages import QUESTIONS_PER_SET, expected_keys, keys, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -53,25 +52,17 @@ def oracle_config(tmp_path: Path, **sections) -> Path:
         generate={"max_steps": 4, "ftp": False}, **sections)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    """A generated world and its two-shard index, made once; each test works on a copy."""
-    base = tmp_path_factory.mktemp("chaos-world")
-    done = cli(base, "run", str(oracle_config(base)), "run.stages=[world,index]")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return base / "run"
-
-
 def generate(tmp_path: Path, world: Path, kill_at: str) -> tuple[subprocess.CompletedProcess, StageContext]:
-    shutil.copytree(world, tmp_path / "run")
+    """`ray-distill generate` with `kill_at` armed, on a copy of the session's world and index (`world`)."""
     path = oracle_config(tmp_path)
+    seed_run(world, path)
     return cli(tmp_path, "generate", str(path), kill_at=kill_at), StageContext(load_config(path), tmp_path / "run")
 
 
 def check_generated(ctx: StageContext) -> list[dict]:
     """Every item once, each a real, correct answer; returns the records."""
     from ray_distill.generation.store import read_records
-    from ray_distill.stages.generate import generate_dir
+    from ray_distill.stages.paths import generate_dir
 
     table = read_records(generate_dir(ctx))
     assert Counter(keys(table)) == Counter(expected_keys())
@@ -83,24 +74,24 @@ def check_generated(ctx: StageContext) -> list[dict]:
 
 def failures(ctx: StageContext) -> list[dict]:
     from ray_distill.fileio import read_jsonl
-    from ray_distill.stages.generate import generate_dir
+    from ray_distill.stages.paths import generate_dir
 
     return list(read_jsonl(generate_dir(ctx) / "failures.jsonl"))
 
 
 @pytest.mark.parametrize("point", ["engine.generate@3", "rollout.item@2", "retrieval.search@2"])
-def test_a_killed_component_is_restarted_and_its_work_redone_within_the_run(tmp_path, world, point):
+def test_a_killed_component_is_restarted_and_its_work_redone_within_the_run(tmp_path, small_world, point):
     """Ray restarts an engine replica, a rollout worker or a retrieval shard, and resends what it held:
     generating, an episode batch and a search are all safe to repeat."""
-    done, ctx = generate(tmp_path, world, point)
+    done, ctx = generate(tmp_path, small_world, point)
     assert done.returncode == 0, done.stderr[-3000:]
     assert fired(tmp_path, point.split("@")[0])
     check_generated(ctx)
     assert failures(ctx) == []  # retried below the episodes: no attempt was lost
 
 
-def test_a_killed_sandbox_fails_its_attempt_and_the_episode_is_tried_again(tmp_path, world):
-    done, ctx = generate(tmp_path, world, "sandbox.step@3")
+def test_a_killed_sandbox_fails_its_attempt_and_the_episode_is_tried_again(tmp_path, small_world):
+    done, ctx = generate(tmp_path, small_world, "sandbox.step@3")
     assert done.returncode == 0, done.stderr[-3000:]
     assert fired(tmp_path, "sandbox.step")
     rows = check_generated(ctx)
@@ -111,11 +102,11 @@ def test_a_killed_sandbox_fails_its_attempt_and_the_episode_is_tried_again(tmp_p
     assert all(row["attempt"] == 1 for row in rows if row["example_id"] != failure["example_id"])
 
 
-def test_a_killed_driver_loses_only_unflushed_records_and_a_rerun_finishes_exactly_once(tmp_path, world):
+def test_a_killed_driver_loses_only_unflushed_records_and_a_rerun_finishes_exactly_once(tmp_path, small_world):
     from ray_distill.generation.store import read_records
-    from ray_distill.stages.generate import generate_dir
+    from ray_distill.stages.paths import generate_dir
 
-    killed, ctx = generate(tmp_path, world, "driver.record@3")
+    killed, ctx = generate(tmp_path, small_world, "driver.record@3")
     assert killed.returncode == -9 and fired(tmp_path, "driver.record")
     before = read_records(generate_dir(ctx))
     assert 2 <= before.num_rows < 2 * QUESTIONS_PER_SET  # stored one by one (flush_every=1) up to the kill
@@ -133,8 +124,8 @@ def test_a_killed_train_worker_resumes_from_its_checkpoint_on_the_same_batches(t
     from test_training_stage import trajectories
 
     from ray_distill.fileio import write_parquet_atomic
-    from ray_distill.stages.filter import filter_dir
-    from ray_distill.stages.train import train_dir
+    from ray_distill.stages.paths import filter_dir
+    from ray_distill.stages.paths import train_dir
     from ray_distill.training.data_order import global_batches, shuffled
 
     path = tmp_path / "config.yaml"

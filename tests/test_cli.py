@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,7 +92,7 @@ def test_resources_command_prints_each_roles_bundle(capsys):
            "CPU 16, GPU 4 |" in out  # a tensor-parallel replica: all 4 GPUs and 4 CPUs per GPU on one node
     assert "| rollout worker (with its sandboxes) | `rollout` | cot, generate, evaluate, sweep | 4 | " \
            "CPU 1, cpu_node 0.001 |" in out
-    assert "| retrieval shard | `retrieval` | generate, evaluate, sweep | one per shard x 1 | CPU 4, cpu_node 0.001 |" in out
+    assert "| retrieval shard | `retrieval` | generate, evaluate, sweep | 1 per shard | CPU 4, cpu_node 0.001 |" in out
 
 
 def test_models_command_resolves_embedded_names(tiny_model, capsys):
@@ -108,11 +109,17 @@ def test_benchmarks_command_lists_found_files(shared_benchmarks, capsys):
     assert "musique" in out and "(not found)" in out
 
 
+def test_chat_without_an_index_names_the_command_that_builds_it(tmp_path, capsys):
+    assert main(["chat", "experiments/quickstart.yaml", f"run.dir={tmp_path}", "--question", "Where was Zed born?"]) == 2
+    assert "ray-distill run CONFIG run.stages=[world,index]" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # opening a retriever runs no stage
+
+
 @pytest.mark.slow
-def test_chat_answers_questions_from_the_terminal_step_by_step(tmp_path):
+def test_chat_answers_questions_from_the_terminal_step_by_step(tmp_path, small_world):
+    shutil.copytree(small_world / "index", tmp_path / "index")  # the session's world index (built once)
     proc = subprocess.run(
         [sys.executable, "-m", "ray_distill.cli", "chat", "experiments/quickstart.yaml", f"run.dir={tmp_path}",
-         "world.num_passages=200", "world.num_fact_questions=10", "world.num_math_questions=10",
          "models.teacher=tiny-random", "--max-steps", "1", "--max-new-tokens", "8"],
         input="Where was Zed born?\n", capture_output=True, text=True, cwd=REPO, timeout=300,
     )

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ray_distill.config import load_config
-from ray_distill.resources import roles
+from ray_distill.distributed.resources import RETRIEVAL, peak, pick, roles
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
@@ -169,24 +169,25 @@ def test_every_role_of_the_paper_configs_fits_a_node_type(cluster, experiment):
     config = load_config(REPO / "experiments" / experiment)
     declared = {name for resources, _ in nodes.values() for name in resources}
     total = {name: sum(r.get(name, 0) * most for r, most in nodes.values()) for name in declared}
-    for role in roles(config):
+    found = roles(config, shards=WIKI18_SHARDS)
+    for role in found:
         missing = set(role.bundle) - declared
         assert not missing, f"{experiment}: {role.name} asks for {missing}, which no node type of {cluster} has"
         assert any(role.fits(r) for r, _ in nodes.values()), \
             f"{experiment}: one {role.name} ({role.bundle}) fits no node type of {cluster}: {nodes}"
-        if isinstance(role.count, int):
-            for name, amount in role.bundle.items():
-                assert role.count * amount <= total[name], f"{experiment}: {role.name} x {role.count} > {cluster}"
+        count = role.count * (WIKI18_SHARDS if role.per_shard else 1)
+        for name, amount in role.bundle.items():
+            assert count * amount <= total[name], f"{experiment}: {role.name} x {count} > {cluster}"
     # CPU-only roles that name `cpu_node` must never take a GPU node's CPUs, and the nodes that have it have no GPU.
     assert all(r.get("GPU", 0) == 0 for r, _ in nodes.values() if "cpu_node" in r)
     if "sweep" in config.run.stages:  # trials at once each train, serve and judge on their own resources
-        trials, t, e, j = config.sweep.max_concurrent_trials, config.train, config.student_engine, config.teacher_engine
-        assert trials * max(t.workers * t.gpus_per_worker, e.replicas * e.gpus_per_replica,
-                            j.replicas * j.gpus_per_replica if config.scoring.judge else 0) <= total["GPU"]
+        trials = config.sweep.max_concurrent_trials
+        phases = [pick(found, "train worker"), pick(found, "student replica"),
+                  pick(found, "teacher replica") if config.scoring.judge else []]
+        assert trials * peak(phases)[1] <= total["GPU"]
         # ... and serve their own retrieval and rollout workers on the CPU nodes (the paper's index: 8 shards)
-        q, r = config.retrieval, config.rollout
         cpu_nodes = sum(res["CPU"] * most for res, most in nodes.values() if "cpu_node" in res)
-        per_trial = q.replicas * (q.router_cpus + WIKI18_SHARDS * q.shard_cpus) + r.workers * r.worker_cpus
+        per_trial = sum(role.total()[0] for role in pick(found, "rollout worker", *RETRIEVAL))
         assert trials * per_trial <= cpu_nodes, f"{cluster}: {trials} trials x {per_trial} CPUs > {cpu_nodes}"
 
 
@@ -217,3 +218,21 @@ def test_the_paper_configs_size_training_for_the_clusters_gpus(name):
         assert config.train.gpu_memory_gib == GPU_MEMORY[gpu_types[0]], experiment
         students = trained_students(config) if "sweep" in config.run.stages else [config.models.student]
         assert [fit_problem(config.train, s, config.train.gpu_memory_gib) for s in students] == [None] * len(students)
+
+
+def test_what_a_stage_checks_and_what_the_router_places_come_from_the_same_roles():
+    from ray_distill.distributed.resources import replica_bundles, requirement
+
+    config = load_config(REPO / "experiments" / "quickstart.yaml", [
+        "teacher_engine.replicas=2", "teacher_engine.gpus_per_replica=4", "teacher_engine.cpus_per_replica=2",
+        "teacher_engine.resources={a100: 1}", "rollout.workers=3", "rollout.worker_cpus=2",
+        "retrieval.replicas=2", "retrieval.router_cpus=1", "retrieval.shard_cpus=0.5"])
+    # A tensor-parallel replica: one bundle per GPU, each with the replica's CPUs and custom resources.
+    assert replica_bundles(4, 2, {"a100": 1}) == [{"GPU": 1, "CPU": 2, "a100": 1}] * 4
+    [teacher] = pick(roles(config), "teacher replica")
+    assert teacher.bundle == {"CPU": 8, "GPU": 4, "a100": 4} and teacher.total() == (16, 8)
+    plan, custom = requirement(pick(roles(config, shards=3), "teacher replica", "rollout worker", *RETRIEVAL))
+    assert sorted(plan.values()) == [(2, 0), (3, 0), (6, 0), (16, 8)]  # routers, 2 x 3 shards, workers, teacher
+    assert custom["teacher_engine.resources"] == {"a100": 4}
+    # The sweep's trial peak: the largest of its phases, which never overlap, plus the trial's driver.
+    assert peak([pick(roles(config), "teacher replica"), pick(roles(config), "rollout worker")], 1) == (17, 8)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_BENCHMARKS
+from conftest import SHARED_BENCHMARKS, seed_run
 from test_generation_stages import write_config
 
 from ray_distill.cli import main
@@ -15,7 +15,7 @@ from ray_distill.config import load_config
 from ray_distill.data.benchmarks import BENCHMARKS, find_benchmark, load_benchmark
 from ray_distill.errors import UserError
 from ray_distill.generation.store import read_records
-from ray_distill.stages import STAGES
+from ray_distill.stages import load
 from ray_distill.stages.base import StageContext
 from ray_distill.stages.pipeline import run_pipeline
 
@@ -43,7 +43,7 @@ def shared_sets() -> list[str]:
     return names
 
 
-def test_evaluate_reads_every_shared_benchmark_file_by_name_in_both_modes(tmp_path, local_ray, capsys):
+def test_evaluate_reads_every_shared_benchmark_file_by_name_in_both_modes(tmp_path, small_world, capsys):
     sets = shared_sets()
     files = {find_benchmark(name, SHARED_BENCHMARKS) for name in sets}
     assert files == {p for p in SHARED_BENCHMARKS.iterdir() if p.is_file()}  # every file is some benchmark's
@@ -51,6 +51,7 @@ def test_evaluate_reads_every_shared_benchmark_file_by_name_in_both_modes(tmp_pa
                         benchmarks={"data_dir": str(SHARED_BENCHMARKS)},
                         evaluate={"models": ["base"], "sets": sets, "limit": 1, "max_steps": 1,
                                   "max_new_tokens": 16})
+    seed_run(small_world, path)
     agent = load_config(path)
     run_pipeline(agent, progress=False)
     cot_overrides = ["evaluate.mode=cot", "run.stages=[evaluate,report]"]
@@ -76,19 +77,20 @@ def test_evaluate_reads_every_shared_benchmark_file_by_name_in_both_modes(tmp_pa
     assert (Path(agent.run.dir) / "report" / "accuracy.png").is_file()
 
 
-def test_evaluate_resumes_adds_questions_and_runs_sag_self_consistency_and_the_judge(tmp_path, local_ray):
+def test_evaluate_resumes_adds_questions_and_runs_sag_self_consistency_and_the_judge(tmp_path, small_world):
     path = write_config(tmp_path, run={"stages": ["world", "index", "evaluate"]}, **TINY_STUDENT,
                         evaluate={"models": ["base"], "limit": 1, "max_steps": 1, "max_new_tokens": 16, "sag": 2})
+    seed_run(small_world, path)
     config = load_config(path)
     run_pipeline(config, progress=False)
     ctx = StageContext(config, Path(config.run.dir))
-    assert STAGES["evaluate"].is_complete(ctx)
+    assert load("evaluate").is_complete(ctx)
     found = evaluation(config, "agent prompt +SAG(N=2)")
     rows = read_records(found["dir"]).to_pylist()
     assert len(rows) == 2 and all(step["candidates"] == 2 for row in rows for step in row["steps"])
 
     more = load_config(path, ["evaluate.limit=2"])
-    assert not STAGES["evaluate"].is_complete(StageContext(more, Path(more.run.dir)))
+    assert not load("evaluate").is_complete(StageContext(more, Path(more.run.dir)))
     summary = run_pipeline(more, ["evaluate"], progress=False)["stages"]["evaluate"]["summary"]
     found = evaluation(more, "agent prompt +SAG(N=2)")
     assert found["run"]["ran"] == 2  # only the new question of each set
@@ -112,7 +114,7 @@ def test_evaluating_an_untrained_distilled_student_names_the_missing_stage(tmp_p
 
 
 @pytest.mark.deepspeed
-def test_a_2x2_sweep_runs_through_ray_tune_and_reports_every_trial(tmp_path, local_ray):
+def test_a_2x2_sweep_runs_through_ray_tune_and_reports_every_trial(tmp_path, small_world):
     """Student x FTP x SAG = 1 x 2 x 2 trials; SAG shares the trained student, so two trainings."""
     path = write_config(
         tmp_path, run={"stages": ["world", "index", "sweep", "report"]},
@@ -123,6 +125,7 @@ def test_a_2x2_sweep_runs_through_ray_tune_and_reports_every_trial(tmp_path, loc
                "cpus_per_worker": 1},
         evaluate={"limit": 1, "max_steps": 1, "max_new_tokens": 16},
         sweep={"ftp": [False, True], "sag": [1, 2], "cot_distill": False, "cot_prompt": False})
+    seed_run(small_world, path)
     config = load_config(path)
     manifest = run_pipeline(config, progress=False)
     run_dir = Path(config.run.dir)

@@ -155,7 +155,7 @@ def test_the_sweep_grid_is_students_by_methods_and_shares_teacher_data(tmp_path)
     # Teacher data once per FTP setting; SAG never changes what is trained.
     assert [c.generate.ftp for c in teacher_settings(config)] == [False, True]
     from ray_distill.stages.base import StageContext
-    from ray_distill.stages.train import train_dir
+    from ray_distill.stages.paths import train_dir
 
     ctxs = {m: StageContext(c, tmp_path) for m, c in by_method.items()}
     assert train_dir(ctxs["+FTP"]) == train_dir(ctxs["+FTP+SAG"]) != train_dir(ctxs["+SAG"])

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 from ray_distill.config import load_config
 from ray_distill.data.benchmarks import load_file
 from ray_distill.stages.base import StageContext
-from ray_distill.stages.index import SPLIT, _split
+from ray_distill.stages.index import _split
+from ray_distill.stages.paths import SPLIT
 
 from conftest import REPO, SHARED_BENCHMARKS
 from fuzzing import INVALID_UTF8, Case, cli, cli_problem, error_problem, inserted, line_at, outcome, run_cases, \

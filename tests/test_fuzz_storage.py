@@ -14,7 +14,7 @@ from typing import Optional
 
 import pytest
 
-from ray_distill.storage import INDEX, RunStorage
+from ray_distill.stages.storage import INDEX, RunStorage
 
 from conftest import REPO
 from test_storage import make_run

@@ -15,7 +15,8 @@ import pytest
 from ray_distill.agent import Agent, AgentConfig, retrieval_tools
 from ray_distill.config.schema import FilterConfig
 from ray_distill.engines import ContextLengthError, SamplingParams
-from ray_distill.generation.driver import run_items, settings_dir, summarize
+from ray_distill.generation.driver import run_items, summarize
+from ray_distill.stages.paths import settings_dir
 from ray_distill.generation.filtering import cot_drop_reason, trajectory_drop_reason, verdict_summary
 from ray_distill.generation.records import COT_SCHEMA, TRAJECTORY_SCHEMA, RolloutItem
 from ray_distill.generation.rollout import CotRollout, EpisodeRollout, Failure
@@ -76,9 +77,11 @@ def test_a_store_refuses_a_schema_without_the_key():
         RecordStore("/tmp/unused", pa.schema([("dataset", pa.string())]))
 
 
-def test_settings_get_their_own_directory(tmp_path):
+def test_settings_get_their_own_directory_and_the_store_records_them_when_it_opens(tmp_path):
     a = settings_dir(tmp_path, {"max_steps": 5})
     assert settings_dir(tmp_path, {"max_steps": 5}) == a != settings_dir(tmp_path, {"max_steps": 3})
+    assert not a.exists()  # naming a store's directory creates nothing
+    RecordStore(a, SCHEMA, settings={"max_steps": 5})
     assert json.loads((a / "settings.json").read_text()) == {"max_steps": 5}
 
 

@@ -13,6 +13,8 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from conftest import seed_run
+
 from ray_distill.agent import first_thought_prefix
 from ray_distill.config import load_config
 from ray_distill.fileio import write_parquet_atomic
@@ -53,14 +55,16 @@ def keys(table) -> list:
                     table.column("sample").to_pylist()))
 
 
-def test_cot_generate_filter_run_through_ray_and_a_rerun_skips_them(tmp_path, local_ray):
+def test_cot_generate_filter_run_through_ray_and_a_rerun_skips_them(tmp_path, small_world):
     from ray_distill.stages.base import StageContext
-    from ray_distill.stages.cot import cot_dir
-    from ray_distill.stages.filter import filter_dir
-    from ray_distill.stages.generate import generate_dir
+    from ray_distill.stages.paths import cot_dir
+    from ray_distill.stages.paths import filter_dir
+    from ray_distill.stages.paths import generate_dir
     from ray_distill.stages.pipeline import run_pipeline
 
-    config = load_config(write_config(tmp_path))
+    path = write_config(tmp_path)
+    seed_run(small_world, path)
+    config = load_config(path)
     manifest = run_pipeline(config, progress=False)
     ctx = StageContext(config, Path(config.run.dir))
 
@@ -118,12 +122,14 @@ def test_cot_generate_filter_run_through_ray_and_a_rerun_skips_them(tmp_path, lo
     assert cached["judge_calls"] == 0
 
 
-def test_generate_without_cot_names_the_missing_stage(tmp_path, local_ray):
+def test_generate_without_cot_names_the_missing_stage(tmp_path, small_world):
     from ray_distill.errors import UserError
     from ray_distill.stages.pipeline import run_pipeline
 
-    config = load_config(write_config(tmp_path, world={"num_passages": 100}, index={"passages_per_shard": 100}))
-    run_pipeline(config, ["world", "index"], progress=False)
+    path = write_config(tmp_path)
+    seed_run(small_world, path)
+    config = load_config(path)
+    run_pipeline(config, ["world", "index"], progress=False)  # both done: skipped
     with pytest.raises(UserError, match="run `ray-distill cot CONFIG` first"):
         run_pipeline(config, ["generate"], progress=False)
 

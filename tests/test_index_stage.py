@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import time
 
 import httpx
@@ -14,14 +15,15 @@ import pytest
 
 from ray_distill.config import load_config
 from ray_distill.errors import DataError, UserError
-from ray_distill.retrieval import open_retriever
+from ray_distill.stages.services import open_retriever
 from ray_distill.stages.pipeline import run_pipeline
 from ray_distill.tools.retrieval import Encoder, ShardedRetriever, read_corpus
 
 from conftest import REPO, serving_retrieval
 
-SMALL = ["world.num_passages=600", "world.num_fact_questions=12", "world.num_math_questions=4",
-         "index.passages_per_shard=250"]
+# Two shards, the second shorter: on 2 cores a shard's encoder takes ~10 s to start and a passage ~45 ms.
+SMALL = ["world.num_passages=300", "world.num_fact_questions=12", "world.num_math_questions=4",
+         "index.passages_per_shard=200"]
 
 
 def config(run_dir, *extra):
@@ -52,7 +54,7 @@ def test_index_stage_shards_embeds_and_builds_resumably(local_ray, tmp_path):
         run_pipeline(config(tmp_path, "index.resources={cpu_node: 0.5}"), progress=False)
     first = run_pipeline(config(tmp_path), progress=False)
     done = summary(first)
-    assert (done["shards"], done["passages"], done["embedded_shards"], done["built_shards"]) == (3, 600, 3, 3)
+    assert (done["shards"], done["passages"], done["embedded_shards"], done["built_shards"]) == (2, 300, 2, 2)
     shards = sorted((tmp_path / "index").glob("shard-*"))
     encoder = Encoder("minilm-l6", device="cpu")
     sharded = ShardedRetriever.load(shards, encoder)
@@ -67,17 +69,17 @@ def test_index_stage_shards_embeds_and_builds_resumably(local_ray, tmp_path):
     # Another index kind reuses the embeddings; a shard whose embeddings are gone is embedded again.
     (shards[1] / "embeddings.npy").unlink()
     again = summary(run_pipeline(config(tmp_path, "index.kind=hnsw"), progress=False))
-    assert (again["embedded_shards"], again["built_shards"], again["kind"]) == (1, 3, "HNSW32,Flat")
+    assert (again["embedded_shards"], again["built_shards"], again["kind"]) == (1, 2, "HNSW32,Flat")
     assert ShardedRetriever.load(shards, encoder).shards[0].manifest.kind.kind == "hnsw"
     # with the index built, the agent searches its shards
     assert isinstance(open_retriever(config(tmp_path, "index.kind=hnsw")), ShardedRetriever)
 
 
 @pytest.mark.slow
-def test_serve_retrieval_answers_over_http_until_stopped(local_ray, tmp_path):
-    run_pipeline(config(tmp_path), progress=False)
-    with serving_retrieval(tmp_path, *SMALL, "retrieval.topk=2") as (port, banner, _):
-        assert "serving 600 passages from 3 shard(s)" in banner
+def test_serve_retrieval_answers_over_http_until_stopped(small_world, tmp_path):
+    shutil.copytree(small_world / "index", tmp_path / "index")  # the session's: 200 passages in two shards
+    with serving_retrieval(tmp_path, "retrieval.topk=2") as (port, banner, _):
+        assert "serving 200 passages from 2 shard(s)" in banner
         deadline = time.time() + 30
         while True:
             try:

@@ -150,14 +150,14 @@ def test_a_pipeline_refuses_before_its_first_stage_when_train_or_sweep_cannot_fi
     assert "0.5B" not in str(refused.value)  # the small student fits
     assert not (tmp_path / "sweep").exists()
     # With checkpointing left to `auto`, both fit: nothing is refused.
-    from ray_distill.stages import STAGES
+    from ray_distill.stages import load
 
-    STAGES["sweep"].check(paper("sweep.students=[Qwen/Qwen2.5-0.5B-Instruct,Qwen/Qwen2.5-7B-Instruct]",
+    load("sweep").check(paper("sweep.students=[Qwen/Qwen2.5-0.5B-Instruct,Qwen/Qwen2.5-7B-Instruct]",
                                 config="sweep.yaml"))
 
 
 def test_resources_shows_the_memory_model_for_every_student_of_the_sweep():
-    from ray_distill.resources import table
+    from ray_distill.cli.resources import table
 
     text = table(load_config(REPO / "experiments" / "paper" / "sweep.yaml"))
     rows = [line for line in text.splitlines() if line.startswith("| Qwen/")]

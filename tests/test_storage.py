@@ -13,7 +13,7 @@ import pytest
 from ray_distill.config import load_config
 from ray_distill.errors import UserError
 from ray_distill.stages.pipeline import read_run_manifest, run_pipeline
-from ray_distill.storage import INDEX, RunStorage
+from ray_distill.stages.storage import INDEX, RunStorage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def test_push_then_pull_restores_the_run_with_its_file_times(tmp_path, kind, req
 
 
 def test_a_failed_stage_still_stores_what_it_finished(tmp_path, monkeypatch):
-    from ray_distill.stages import STAGES
+    from ray_distill.stages import world
     from ray_distill.stages.base import Stage
 
     def run(ctx):
@@ -89,7 +89,7 @@ def test_a_failed_stage_still_stores_what_it_finished(tmp_path, monkeypatch):
         (ctx.run_dir / "world" / "part-00000.jsonl").write_text("finished before the crash\n")
         raise RuntimeError("node lost")
 
-    monkeypatch.setitem(STAGES, "world", Stage("world", "fails halfway", ("world",), run, lambda ctx: False))
+    monkeypatch.setattr(world, "STAGE", Stage("world", ("world",), run, lambda ctx: False))  # fails halfway
     config = load_config(REPO / "experiments" / "quickstart.yaml",
                          [f"run.dir={tmp_path / 'run'}", f"run.storage={tmp_path / 'stored'}", "run.stages=[world]"])
     with pytest.raises(RuntimeError, match="node lost"):
@@ -99,7 +99,7 @@ def test_a_failed_stage_still_stores_what_it_finished(tmp_path, monkeypatch):
 
 
 def test_a_running_stage_is_copied_every_interval(tmp_path, monkeypatch):
-    from ray_distill.stages import STAGES
+    from ray_distill.stages import world
     from ray_distill.stages.base import Stage
 
     seen = {}
@@ -114,7 +114,7 @@ def test_a_running_stage_is_copied_every_interval(tmp_path, monkeypatch):
         seen["while running"] = (tmp_path / "stored" / "world" / "checkpoint.bin").read_text()
         return {}
 
-    monkeypatch.setitem(STAGES, "world", Stage("world", "trains for hours", ("world",), run, lambda ctx: False))
+    monkeypatch.setattr(world, "STAGE", Stage("world", ("world",), run, lambda ctx: False))  # trains for hours
     config = load_config(REPO / "experiments" / "quickstart.yaml",
                          [f"run.dir={tmp_path / 'run'}", f"run.storage={tmp_path / 'stored'}", "run.stages=[world]",
                           "run.storage_interval=0.2"])

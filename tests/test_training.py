@@ -282,13 +282,11 @@ def test_train_config_problems_name_the_key():
 def test_the_train_stage_hands_its_workers_absolute_paths_under_a_relative_run_dir(tmp_path, monkeypatch):
     """Ray Train runs each worker in a folder of its own: with the quickstart's relative run.dir, relative
     paths would put the step log and TensorBoard there instead of in the run."""
-    import ray_distill.distributed.cluster as cluster
-    import ray_distill.distributed.training as training
+    import ray_distill.stages.train as train
     from ray_distill.config import load_config
     from ray_distill.fileio import write_parquet_atomic
-    from ray_distill.stages import STAGES
     from ray_distill.stages.base import StageContext
-    from ray_distill.stages.filter import filter_dir
+    from ray_distill.stages.paths import filter_dir
     from test_training_stage import trajectories
 
     monkeypatch.chdir(tmp_path)
@@ -302,10 +300,10 @@ def test_the_train_stage_hands_its_workers_absolute_paths_under_a_relative_run_d
         jobs.append(job)
         raise KeyboardInterrupt  # stop before any worker starts
 
-    monkeypatch.setattr(cluster, "require_resources", lambda *args, **kwargs: None)
-    monkeypatch.setattr(training, "fit_student", fit_student)
+    monkeypatch.setattr(train, "require_resources", lambda *args, **kwargs: None)
+    monkeypatch.setattr(train, "fit_student", fit_student)
     with pytest.raises(KeyboardInterrupt):
-        STAGES["train"].run(ctx)
+        train.STAGE.run(ctx)
     (job,) = jobs
     paths = [job.model_dir, job.data_dir, job.storage_dir, job.log_dir]
     assert all(Path(p).is_absolute() for p in paths)

@@ -43,7 +43,7 @@ def train_config(tmp_path: Path, name: str, varied: bool = False, **train):
                  *[f"train.{key}={value}" for key, value in train.items()]]
     config = load_config(None, overrides)
     ctx = StageContext(config, Path(config.run.dir))
-    from ray_distill.stages.filter import filter_dir
+    from ray_distill.stages.paths import filter_dir
 
     filter_dir(ctx).mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(trajectories(12, varied), filter_dir(ctx) / "trajectories.parquet")
@@ -51,7 +51,7 @@ def train_config(tmp_path: Path, name: str, varied: bool = False, **train):
 
 
 def steps(ctx) -> list[dict]:
-    from ray_distill.stages.train import train_dir
+    from ray_distill.stages.paths import train_dir
 
     return [json.loads(line) for line in (train_dir(ctx) / "logs" / "steps.jsonl").read_text().splitlines()]
 
@@ -179,11 +179,13 @@ def test_the_exported_student_loads_in_vllm(imitating_student):
         asyncio.run(router.close())
 
 
-def test_run_trains_a_student_on_the_world_oracle_trajectories(tmp_path, local_ray):
-    """The quickstart's path, small: world, index, cot, generate (the oracle teacher), filter, train."""
+def test_run_trains_a_student_on_the_world_oracle_trajectories(tmp_path, small_world):
+    """The quickstart's path, small: world, index (built once for the session), cot, generate (the oracle
+    teacher), filter, train."""
+    from conftest import seed_run
     from test_generation_stages import write_config
 
-    from ray_distill.stages.filter import filter_dir
+    from ray_distill.stages.paths import filter_dir
     from ray_distill.stages.pipeline import run_pipeline
 
     path = write_config(
@@ -192,6 +194,7 @@ def test_run_trains_a_student_on_the_world_oracle_trajectories(tmp_path, local_r
         teacher_engine={"backend": "oracle", "cpus_per_replica": 0, "options": {"world_dir": str(tmp_path / "run/world")}},
         generate={"max_steps": 4}, train={"max_length": 2048, "epochs": 1, "global_batch_size": 4, "lora_r": 8,
                                           "lora_alpha": 16, "cpus_per_worker": 1})
+    seed_run(small_world, path)
     config = load_config(path)
     stages = run_pipeline(config, progress=False)["stages"]
     kept = stages["filter"]["summary"]["trajectories"]["kept"]

@@ -13,7 +13,7 @@ from ray_distill.agent import Agent, AgentConfig, first_thought_prefix, retrieva
 from ray_distill.agent.parsing import parse_step
 from ray_distill.data.world import write_world
 from ray_distill.engines import GenerationRequest
-from ray_distill.engines.oracle import WorldOracleEngine
+from ray_distill.agent.oracle import WorldOracleEngine
 from ray_distill.scoring import score_answer
 from ray_distill.tools.sandbox import SandboxPolicy, SandboxPool
 

@@ -17,6 +17,7 @@ from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, Omega
 from ray_distill.config.schema import ExperimentConfig
 from ray_distill.errors import ConfigError, brief, first_line, is_text, line_of
 from ray_distill.fileio import text_of
+from ray_distill.registry import STAGES
 
 SHOWN_PROBLEMS = 5  # per message; the rest are counted
 MAX_DEPTH = 32  # lists and mappings inside a value (engine options)
@@ -156,9 +157,6 @@ def _message(e: Exception) -> str:
 
 def _problems(node: Any, prefix: str) -> Iterator[tuple[str, str]]:
     if prefix == "":
-        # Imported here: the stages import the config package.
-        from ray_distill.stages import STAGES
-
         for stage in node.run.stages:
             if stage not in STAGES:
                 yield "run.stages", f"unknown stage {brief(stage)}; known: {', '.join(STAGES)}"

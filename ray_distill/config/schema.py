@@ -14,13 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, Iterator, Optional
 
-from ray_distill.engines.spec import BACKENDS
+from ray_distill.engines.spec import BACKENDS, EngineSpec
 from ray_distill.errors import brief
-from ray_distill.tools.retrieval.shards import KINDS as INDEX_KINDS
+from ray_distill.tools.retrieval.kinds import KINDS as INDEX_KINDS
 from ray_distill.training.attention import PATHS as ATTENTION_PATHS
 from ray_distill.training.loss import KERNELS as LOSS_KERNELS
 
 Problems = Iterator[tuple[str, str]]
+
+# The fast commands (`ray-distill config`, `models`, `benchmarks`) import this module, so the range checks below
+# import what they use where they call it: training.examples pulls in the agent and the sandbox (~30 ms), and
+# data.datasets with training.sizing cost ~8 ms (2-3% of those commands).
 
 
 def _help(text: str, default=None, *, factory=None):
@@ -233,7 +237,7 @@ class QuestionsConfig:
     limit: Optional[int] = _help("Questions taken from each set (the first ones); null: all.", None)
 
     def problems(self) -> Problems:
-        from ray_distill.data.datasets import known_sets
+        from ray_distill.data.datasets import known_sets  # local: fast commands, see the top
 
         if not self.train:
             yield "train", "must name at least one question set"
@@ -269,6 +273,16 @@ class EngineConfig:
         yield from _resource_problems(self.resources)
         if self.dtype not in (None, "float32", "bfloat16", "float16"):
             yield "dtype", f"must be float32, bfloat16, float16 or null, got {self.dtype!r}"
+
+    def spec(self, model: str) -> EngineSpec:
+        """What the replicas of `model` build: the backend and its options (not how many replicas run)."""
+        if self.backend == "vllm":
+            options = {"max_model_len": self.max_model_len, "dtype": self.dtype or "auto"}
+        elif self.backend == "oracle":
+            options = {}
+        else:
+            options = {"dtype": self.dtype}
+        return EngineSpec(self.backend, model, {**options, **self.options})
 
 
 @dataclass
@@ -435,7 +449,7 @@ class TrainConfig:
     seed: int = _help("Seed of the data order, LoRA initialisation and dropout.", 0)
 
     def problems(self) -> Problems:
-        from ray_distill.training.examples import TRUNCATION_POLICIES
+        from ray_distill.training.examples import TRUNCATION_POLICIES  # local: fast commands, see the top
 
         if self.data not in ("agent", "cot"):
             yield "data", f"must be agent or cot, got {self.data!r}"
@@ -469,7 +483,7 @@ class TrainConfig:
         yield from _resource_problems(self.resources)
         if self.dtype not in (None, "float32", "bfloat16"):
             yield "dtype", f"must be float32, bfloat16 or null, got {self.dtype!r}"
-        from ray_distill.training.sizing import checkpointing_mode
+        from ray_distill.training.sizing import checkpointing_mode  # local: fast commands, see the top
 
         try:
             checkpointing_mode(self.gradient_checkpointing)
@@ -510,7 +524,7 @@ class EvaluateConfig:
     seed: int = _help("Sampling seed; sample i of a question uses seed + i.", 42)
 
     def problems(self) -> Problems:
-        from ray_distill.data.datasets import known_sets
+        from ray_distill.data.datasets import known_sets  # local: fast commands, see the top
 
         if not self.models:
             yield "models", "must name at least one model (base, distilled, or a model name)"

@@ -78,7 +78,7 @@ def _records(path: Path) -> Iterator[tuple[str, Any]]:
     """(where in the file, record): `line N` of a JSONL file (what an editor shows), else `record N`."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # local: `ray-distill benchmarks` and ray_distill.config skip pyarrow
 
         try:
             records = pq.read_table(path).to_pylist()

@@ -9,7 +9,9 @@ answers are scored.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -52,7 +54,15 @@ def load_examples(name: str, world_dir: Path, benchmarks_dir: Path, benchmark_fi
 
 
 def file_digest(path: Path) -> str:
-    """A short content hash: records made from another version of a file must not count as done."""
+    """A short content hash: records made from another version of a file must not count as done.
+    Remembered per (path, inode, size, modification time): stage directories are keyed by it, and a
+    training set's Parquet would otherwise be hashed on every lookup of its directory."""
+    stat = os.stat(path)
+    return _digest(os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(path: str, inode: int, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

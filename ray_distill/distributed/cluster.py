@@ -6,6 +6,10 @@ import logging
 import os
 from typing import Optional
 
+import ray
+
+from ray_distill.errors import UserError
+
 log = logging.getLogger(__name__)
 
 _STARTED_LOCALLY = False
@@ -20,8 +24,6 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, **kw
     """`address` (or $RAY_ADDRESS) joins an existing cluster, e.g. under
     `ray job submit`; otherwise a local Ray starts with every port on
     loopback and no dashboard unless asked for."""
-    import ray
-
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -48,10 +50,6 @@ def require_resources(plan: dict[str, tuple[float, float]], custom: Optional[dic
     """On a Ray this process started (fixed resources, no autoscaler), work that does not fit would
     wait forever: `plan` maps what asks to its (CPUs, GPUs), `custom` a setting to the custom resources
     it asks for, and a shortfall is named instead. A cluster with an autoscaler adds nodes."""
-    import ray
-
-    from ray_distill.errors import UserError
-
     init_ray()
     if not started_locally():
         return

@@ -22,6 +22,7 @@ from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from ray_distill.distributed.cluster import OWN_PLACEMENT
+from ray_distill.distributed.resources import replica_bundles
 from ray_distill.engines.protocol import Completion, GenerationRequest
 from ray_distill.engines.spec import EngineSpec
 from ray_distill.failpoints import kill_point
@@ -77,8 +78,8 @@ class EngineRouter:
         handles, groups = [], []
         for _ in range(replicas):
             if resources.num_gpus > 1:
-                bundle = {"GPU": 1, "CPU": resources.num_cpus, **dict(resources.custom)}
-                group = placement_group([bundle] * resources.num_gpus, strategy="STRICT_PACK")
+                group = placement_group(replica_bundles(resources.num_gpus, resources.num_cpus,
+                                                        dict(resources.custom)), strategy="STRICT_PACK")
                 groups.append(group)
                 strategy = PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)
                 handle = EngineReplica.options(num_cpus=0, num_gpus=0, scheduling_strategy=strategy).remote(spec)

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+import pyarrow.parquet as pq
 import ray
 
 from ray_distill.fileio import write_json_atomic
+from ray_distill.tools.retrieval.encoder import Encoder
 from ray_distill.tools.retrieval.shards import PASSAGES_FILE, IndexKind, ShardManifest, build_index, write_shard
 
 EMBEDDINGS = "embeddings.npy"
@@ -29,8 +31,6 @@ class _EncodeBatch:
     """Ray Data UDF: passages in, unit vectors out (one encoder per actor)."""
 
     def __init__(self, embedder: str, batch_size: int):
-        from ray_distill.tools.retrieval.encoder import Encoder
-
         self.encoder = Encoder(embedder, batch_size=batch_size)
 
     def __call__(self, batch: dict) -> dict:
@@ -48,8 +48,6 @@ def embed_shard(directory: Path, embedder: str, encoders: int = 1, batch_size: i
     """Embed one shard's passages into `embeddings.npy`; returns the passage count. An encoder
     reserves `encoder_gpus` GPUs (default: one if the cluster has GPUs now), else `encoder_cpus`
     CPUs, which Ray turns into its torch threads."""
-    import pyarrow.parquet as pq
-
     count = pq.ParquetFile(directory / PASSAGES_FILE).metadata.num_rows
     gpus = encoder_gpus if encoder_gpus is not None else 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     context = ray.data.DataContext.get_current()

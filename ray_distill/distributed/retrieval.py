@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+import psutil
 import ray
 
 from ray_distill.batching import MicroBatcher
 from ray_distill.compute import run_compute
 from ray_distill.distributed.cluster import OWN_PLACEMENT
 from ray_distill.failpoints import kill_point
+from ray_distill.tools.retrieval.encoder import Encoder
 from ray_distill.tools.retrieval.index import Hit
 from ray_distill.tools.retrieval.shards import INDEX_FILE, IndexKind, Shard, merge_top_k
 
@@ -47,8 +49,6 @@ class ShardActor:
         return scores, [[(shard.ids[i], shard.contents[i]) if i >= 0 else None for i in row] for row in rows]
 
     def stats(self) -> dict:
-        import psutil
-
         return {"passages": self.shard.manifest.passages, "kind": self.shard.manifest.kind.kind,
                 "index_bytes": (self.directory / INDEX_FILE).stat().st_size,
                 "process_rss_bytes": psutil.Process().memory_info().rss}
@@ -58,8 +58,6 @@ class ShardActor:
 class RetrievalRouter:
     def __init__(self, shard_dirs: Sequence[str], embedder: str, cache_size: int = 10_000, max_batch: int = 256,
                  shard_options: Optional[dict] = None, search: Optional[IndexKind] = None):
-        from ray_distill.tools.retrieval.encoder import Encoder
-
         if not shard_dirs:
             raise ValueError("the retrieval service needs at least one index shard")
         self.encoder = Encoder(embedder)

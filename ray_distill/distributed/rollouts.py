@@ -21,10 +21,13 @@ from typing import Iterator, Optional, Sequence
 import ray
 
 from ray_distill.agent import Agent, AgentConfig, retrieval_tools
+from ray_distill.distributed.engines import EngineRouter
+from ray_distill.distributed.retrieval import RetrievalClient
 from ray_distill.engines.protocol import SamplingParams
 from ray_distill.failpoints import kill_point
 from ray_distill.generation.records import RolloutItem
 from ray_distill.generation.rollout import CotRollout, EpisodeRollout, Failure, Outcome, Scoring
+from ray_distill.tools.retrieval.http import HttpRetriever
 from ray_distill.tools.sandbox import SandboxPolicy, SandboxPool
 
 # Tasks (each one block, given to the UDF as one batch) running at once per
@@ -75,8 +78,6 @@ class RolloutWorker:
     async def _ready(self):
         # Built on first use: the sandbox pool and the semaphore belong to Ray Data's UDF event loop.
         if self._rollout is None:
-            from ray_distill.distributed.engines import EngineRouter
-
             spec = self.spec
             engine = EngineRouter(list(spec.engine_replicas), spec.model)
             self._gate = asyncio.Semaphore(spec.episodes_in_flight)
@@ -92,11 +93,7 @@ class RolloutWorker:
 
     def _retriever(self):
         if self.spec.retrieval_url:
-            from ray_distill.tools.retrieval.http import HttpRetriever
-
             return HttpRetriever(self.spec.retrieval_url)
-        from ray_distill.distributed.retrieval import RetrievalClient
-
         return RetrievalClient(list(self.spec.retrieval_routers))
 
     async def __call__(self, batch: dict) -> dict:

@@ -18,6 +18,11 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import ray
+from ray import tune
+
+from ray_distill.distributed.cluster import init_ray, require_resources, started_locally
+
 log = logging.getLogger(__name__)
 
 
@@ -26,10 +31,6 @@ def concurrent_trials(per_trial: dict[str, tuple[float, float]], trials: int, co
     process started (fixed resources) a trial that fits nowhere is an error naming what it asks for, and
     `configured` can only lower the number; on a cluster `configured` wins, so an autoscaler can add the
     nodes for more trials than fit now."""
-    import ray
-
-    from ray_distill.distributed.cluster import init_ray, require_resources, started_locally
-
     init_ray()
     require_resources(per_trial)  # only checks on a Ray this process started
     have = ray.cluster_resources()
@@ -48,8 +49,6 @@ def run_tune(trainable: Callable[[dict], dict[str, Any]], keys: list[tuple[str, 
              trial_cpus: float, max_concurrent: int) -> list[dict[str, Any]]:
     """Run `trainable(params)` for each (student, method) in `keys` as a Tune grid; returns per trial its
     params, status, metrics, error and trial directory."""
-    from ray import tune
-
     students = list(dict.fromkeys(s for s, _ in keys))
     methods = list(dict.fromkeys(m for _, m in keys))
     if len(students) * len(methods) != len(keys):

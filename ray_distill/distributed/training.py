@@ -20,6 +20,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import ray
+import ray.train
+import torch
+from ray.data import ExecutionOptions
+from ray.experimental.tqdm_ray import tqdm
+from ray.train.torch import TorchConfig, TorchTrainer, get_device
+from transformers import AutoTokenizer
+
+from ray_distill.config.schema import TrainConfig
+from ray_distill.failpoints import kill_point
+from ray_distill.fileio import write_json_atomic
+from ray_distill.training.data_order import DataPosition, steps_per_epoch
+from ray_distill.training.engines import deepspeed_engine
+from ray_distill.training.loop import load_state, save_state, train_steps
+from ray_distill.training.sizing import worker_compute
+from ray_distill.training.step_log import StepLog
+from ray_distill.training.student import load_student, pad_id, prepare, training_dtype
+
 COMPUTE_FILE = "compute.json"  # in the log dir: how the workers compute a step, and why
 
 
@@ -38,25 +56,9 @@ class TrainJob:
 def train_worker(config: dict) -> None:
     """Ray Train's side of a worker: its rank, device and data shard, checkpoints in and out, and reports;
     the steps themselves are `training.loop.train_steps`."""
-    import ray.train
-
     job = TrainJob(**config["job"])
-    if job.torch_extensions_dir:
+    if job.torch_extensions_dir:  # read when DeepSpeed compiles an op (torch.utils.cpp_extension), not at import
         os.environ.setdefault("TORCH_EXTENSIONS_DIR", job.torch_extensions_dir)
-    import torch
-    from ray.train.torch import get_device
-    from transformers import AutoTokenizer
-
-    from ray_distill.config.schema import TrainConfig
-    from ray_distill.failpoints import kill_point
-    from ray_distill.fileio import write_json_atomic
-    from ray_distill.training.data_order import DataPosition, steps_per_epoch
-    from ray_distill.training.engines import deepspeed_engine
-    from ray_distill.training.loop import load_state, save_state, train_steps
-    from ray_distill.training.sizing import worker_compute
-    from ray_distill.training.step_log import StepLog
-    from ray_distill.training.student import load_student, pad_id, prepare, training_dtype
-
     train = TrainConfig(**config["train"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -106,8 +108,6 @@ def train_worker(config: dict) -> None:
 
 
 def _progress(total: int, done: int):
-    from ray.experimental.tqdm_ray import tqdm
-
     bar = tqdm(total=total, desc="train steps")
     bar.update(done)
     return bar
@@ -115,11 +115,6 @@ def _progress(total: int, done: int):
 
 def fit_student(train, job: TrainJob) -> dict[str, Any]:
     """Train (or resume) on Ray Train; returns the final checkpoint's path and metrics."""
-    import ray
-    import ray.train
-    from ray.data import ExecutionOptions
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     ray.data.DataContext.get_current().enable_progress_bars = False  # the trainer shows its own bar
     dataset = ray.data.read_parquet(str(Path(job.data_dir) / "sequences.parquet")).materialize()
     on_gpu = train.gpus_per_worker > 0

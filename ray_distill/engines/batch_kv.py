@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from transformers import AttentionInterface
 
 ATTENTION = "ray_distill_shared_prefix"
 
@@ -204,6 +205,4 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
 
 
 def register() -> None:
-    from transformers import AttentionInterface
-
     AttentionInterface.register(ATTENTION, shared_prefix_attention)

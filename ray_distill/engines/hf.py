@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ray_distill.compute import default_dtype, run_compute
 from ray_distill.engines import batch_kv
@@ -84,8 +85,6 @@ class _Running:
 class HFEngine:
     def __init__(self, model: str, *, device: Optional[str] = None, dtype: Optional[str] = None,
                  max_batch_rows: int = 32, prefix_cache_tokens: int = 32_768):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         self.model = model
         path = resolve_model(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

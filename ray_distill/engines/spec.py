@@ -3,12 +3,22 @@ node can build the engine where the GPUs are."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from ray_distill.engines.protocol import Engine
 
-BACKENDS = ("hf", "vllm", "openai", "oracle")
+# Backend -> its engine class, imported when a replica builds it: vLLM and the OpenAI client stay optional,
+# and the world oracle (which writes the agent's actions, so it lives with the agent) is named here
+# without the engines depending on the agent.
+_CLASSES = {
+    "hf": "ray_distill.engines.hf:HFEngine",
+    "vllm": "ray_distill.engines.vllm:VLLMEngine",
+    "openai": "ray_distill.engines.openai:OpenAIEngine",
+    "oracle": "ray_distill.agent.oracle:WorldOracleEngine",
+}
+BACKENDS = tuple(_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -22,18 +32,5 @@ class EngineSpec:
             raise ValueError(f"unknown engine backend {self.backend!r}; known: {', '.join(BACKENDS)}")
 
     def build(self) -> Engine:
-        if self.backend == "hf":
-            from ray_distill.engines.hf import HFEngine
-
-            return HFEngine(self.model, **self.options)
-        if self.backend == "openai":
-            from ray_distill.engines.openai import OpenAIEngine
-
-            return OpenAIEngine(self.model, **self.options)
-        if self.backend == "oracle":
-            from ray_distill.engines.oracle import WorldOracleEngine
-
-            return WorldOracleEngine(self.model, **self.options)
-        from ray_distill.engines.vllm import VLLMEngine
-
-        return VLLMEngine(self.model, **self.options)
+        module, name = _CLASSES[self.backend].split(":")
+        return getattr(importlib.import_module(module), name)(self.model, **self.options)

@@ -21,6 +21,9 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
+import torch
+from transformers import AutoTokenizer
+
 from ray_distill.compute import default_dtype
 from ray_distill.engines.protocol import (
     Completion, ContextLengthError, GenerationRequest, Sample, finish_reason, render_prompt,
@@ -32,12 +35,11 @@ class VLLMEngine:
     def __init__(self, model: str, *, tensor_parallel_size: int = 1, max_model_len: int = 8192,
                  dtype: str = "auto", enforce_eager: Optional[bool] = None, gpu_memory_utilization: float = 0.9,
                  cpu_kvcache_gib: int = 4, seed: int = 0):
-        import torch
-
         on_gpu = torch.cuda.is_available()
         if not on_gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_gib))
-        from transformers import AutoTokenizer
+        # local, here and in generate: vllm is an optional extra (`cpu` or `gpu`), and it reads
+        # VLLM_CPU_KVCACHE_SPACE, set just above
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -67,6 +69,7 @@ class VLLMEngine:
         self._engine = AsyncLLM.from_engine_args(args)
 
     async def generate(self, request: GenerationRequest) -> Completion:
+        # local: vllm is an optional extra (see __init__)
         from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind

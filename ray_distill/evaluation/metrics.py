@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any, Iterable, Optional, Sequence
 
+from ray_distill.scoring import math_equal, normalize_answer, normalize_math
+
 
 def vote_key(domain: str, answer: Optional[str]) -> Optional[str]:
     """What makes two answers the same vote: QA normalisation for facts, math normalisation for math."""
-    from ray_distill.scoring import normalize_answer, normalize_math
-
     if answer is None or not str(answer).strip():
         return None
     return normalize_answer(answer) if domain == "fact" else normalize_math(str(answer))
@@ -28,8 +28,6 @@ def vote_key(domain: str, answer: Optional[str]) -> Optional[str]:
 def self_consistent(samples: Sequence[dict], answer_field: str) -> dict:
     """The first sample giving the most common answer among `samples` (the first sample if none answered).
     Math answers that are equivalent (1/2, \\frac{1}{2}, 0.5) are one answer."""
-    from ray_distill.scoring import math_equal
-
     groups: list[tuple[str, list[int]]] = []  # (representative answer, members), in order of first appearance
     for i, sample in enumerate(samples):
         key = vote_key(sample["domain"], sample[answer_field])

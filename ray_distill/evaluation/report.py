@@ -81,6 +81,7 @@ def markdown(results: Sequence[dict]) -> str:
 
 def plot(results: Sequence[dict], path: Path) -> Optional[Path]:
     """Average accuracy against student parameters, a line per method; None when no result has a size."""
+    # local: the backend must be chosen before pyplot is imported, and only a plot needs matplotlib
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a cluster node

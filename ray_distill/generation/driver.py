@@ -7,8 +7,6 @@ what the Ray Data pipeline streams back and what a test feeds it directly.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections import Counter, defaultdict
@@ -16,32 +14,20 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pyarrow as pa
+from tqdm import tqdm
 
 from ray_distill.failpoints import kill_point
 from ray_distill.generation.records import RolloutItem
 from ray_distill.generation.rollout import Failure, Outcome
-from ray_distill.generation.store import RecordStore
+from ray_distill.generation.store import RecordStore, read_stored_keys
 
 log = logging.getLogger(__name__)
-
-
-def settings_dir(base: Path, settings: dict[str, Any]) -> Path:
-    """A store directory per distinct settings, so records made under other settings never count as done.
-    The settings are written beside the records for the reader."""
-    text = json.dumps(settings, sort_keys=True)
-    directory = base / hashlib.sha256(text.encode()).hexdigest()[:12]
-    directory.mkdir(parents=True, exist_ok=True)
-    if not (directory / "settings.json").is_file():
-        (directory / "settings.json").write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
-    return directory
 
 
 def run_items(items: Sequence[RolloutItem], store: RecordStore,
               stream: Callable[[Sequence[RolloutItem]], Iterator[Outcome]], *, progress: bool = True,
               desc: str = "episodes") -> dict[str, Any]:
     """Run the items whose keys the store lacks and store their outcomes; returns run counts."""
-    from tqdm import tqdm
-
     todo = [item for item in items if item.key not in store]
     counts: Counter = Counter()
     tokens = correct = 0
@@ -118,7 +104,5 @@ def summarize(table: pa.Table) -> dict[str, Any]:
 
 def missing_keys(items: Iterable[RolloutItem], store_dir: Path) -> int:
     """How many items a store directory lacks (without opening it for writing)."""
-    from ray_distill.generation.store import read_stored_keys
-
     done = read_stored_keys(store_dir)
     return sum(item.key not in done for item in items)

@@ -10,9 +10,23 @@ its drop reason, so the summary counts every dropped record once.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Optional
 
 from ray_distill.config.schema import FilterConfig
+from ray_distill.generation.rollout import Scoring
+
+
+def rescore(rows: list[dict], answer_field: str, scoring: Scoring) -> None:
+    """Score the records' answers again under `scoring` (and clear any judge verdict): the filter and the
+    evaluation score under the configured scoring, whatever scored the records when they were made."""
+    def score(row):
+        return scoring.fields(row["domain"], row[answer_field], row["gold"], row["aliases"] or ())
+
+    # Threads suffice: each symbolic check runs in its own process.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for row, fields in zip(rows, pool.map(score, rows)):
+            row.update(fields, judge_correct=None)
 
 
 def trajectory_drop_reason(row: dict, rules: FilterConfig) -> Optional[str]:

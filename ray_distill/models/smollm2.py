@@ -29,6 +29,7 @@ def gguf_folder() -> Path:
 
 
 def convert(out: Path) -> None:
+    # local: ray_distill.config and `ray-distill models` import this module; the fast commands skip transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = gguf_folder()

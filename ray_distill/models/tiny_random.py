@@ -31,6 +31,8 @@ _CODE_SNIPPETS = [
 ]
 
 
+# The imports in the functions below are local: ray_distill.config and `ray-distill models` import this module,
+# and the fast commands load neither torch, tokenizers, transformers nor the world generator (tqdm).
 def _training_text() -> list[str]:
     from ray_distill.data.world import World, iter_passages
 

@@ -86,3 +86,19 @@ class Judge:
                 return await self.judge(*triple)
 
         return list(await asyncio.gather(*(one(t) for t in triples)))
+
+
+def fact_asks(asks: Sequence[tuple[dict, str]]) -> list[tuple[dict, str]]:
+    """The (record, answer field) pairs the judge grades: fact questions (math is checked symbolically)."""
+    return [(row, field) for row, field in asks if row["domain"] == "fact"]
+
+
+def judge_rows(judge: Judge, asks: Sequence[tuple[dict, str]]) -> int:
+    """Grade each fact record's answer (`asks`: record, answer field): sets `judge_correct`, and `correct`
+    (an exact match, aliases included, stays correct); returns the engine calls made (the rest came from
+    the cache)."""
+    asks = fact_asks(asks)
+    verdicts = asyncio.run(judge.judge_all([(row["question"], row[field], row["gold"]) for row, field in asks]))
+    for (row, _), verdict in zip(asks, verdicts):
+        row.update(judge_correct=verdict, correct=bool(verdict or row["exact_match"] == 1.0), score_method="judge")
+    return judge.asked

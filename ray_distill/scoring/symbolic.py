@@ -249,6 +249,8 @@ def _checker() -> _Checker:
 
 
 def sympy_equal(a: str, b: str, rel_tol: float) -> bool:
+    # local: this runs only in the checker server's forks (sympy_server.py); the callers of this module,
+    # which import it with ray_distill.scoring, never load sympy (~1 s and much memory)
     import sympy
     from sympy.parsing.sympy_parser import (
         convert_xor,

@@ -18,6 +18,7 @@ safe, and children inherit its imported sympy: a check costs a fork.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import select
@@ -25,12 +26,10 @@ import signal
 import sys
 import time
 
+from ray_distill.scoring.symbolic import sympy_equal
+
 
 def serve() -> None:
-    import importlib
-
-    from ray_distill.scoring.symbolic import sympy_equal
-
     importlib.import_module("sympy.parsing.sympy_parser")  # once here; every check's fork inherits it
 
     _write({"ready": True})

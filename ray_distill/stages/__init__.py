@@ -1,12 +1,15 @@
-"""Pipeline stages, in pipeline order."""
+"""The pipeline: stages around one run layout (`paths.py`), the services they share (`services.py`),
+and the driver that runs them in order (`pipeline.py`). A stage imports those, never another stage;
+`load` finds one by name (the names and their help are in `ray_distill.registry`)."""
 
-from ray_distill.stages import cot, evaluate, filter, generate, index, report, sweep, train, world
-from ray_distill.stages.base import Stage, StageContext
+import importlib
 
-STAGES: dict[str, Stage] = {
-    stage.name: stage
-    for stage in (world.STAGE, index.STAGE, cot.STAGE, generate.STAGE, filter.STAGE, train.STAGE, evaluate.STAGE,
-                  sweep.STAGE, report.STAGE)
-}
+from ray_distill.registry import STAGES
+from ray_distill.stages.base import Stage
 
-__all__ = ["STAGES", "Stage", "StageContext"]
+
+def load(name: str) -> Stage:
+    """The stage called `name`, imported on first use: a stage pulls in what it runs on (Ray, DeepSpeed)."""
+    if name not in STAGES:
+        raise KeyError(f"unknown stage {name!r}; known: {', '.join(STAGES)}")
+    return importlib.import_module(f"ray_distill.stages.{name}").STAGE

@@ -53,8 +53,7 @@ class Stage:
     refuses, before the pipeline starts, a config the stage cannot run.
     """
 
-    name: str
-    help: str
+    name: str  # as in `ray_distill.registry`, which holds its help
     inputs: tuple[str, ...]
     run: Callable[[StageContext], dict[str, Any]]
     is_complete: Callable[[StageContext], bool]

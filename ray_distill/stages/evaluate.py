@@ -17,93 +17,36 @@ evaluations of the run.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from ray_distill.agent import prompts
+from torch.utils.tensorboard import SummaryWriter
+
+from ray_distill.agent import AgentConfig, SAGConfig, prompts
+from ray_distill.agent.parsing import STOP_STRINGS
+from ray_distill.engines.protocol import SamplingParams
 from ray_distill.errors import UserError
-from ray_distill.generation.records import RolloutItem
+from ray_distill.evaluation.methods import method_label
+from ray_distill.evaluation.metrics import model_metrics
+from ray_distill.fileio import write_json_atomic
+from ray_distill.generation.driver import missing_keys
+from ray_distill.generation.filtering import rescore
+from ray_distill.generation.records import COT_SCHEMA, TRAJECTORY_SCHEMA, RolloutItem
+from ray_distill.generation.store import RecordStore, read_records, row_key
+from ray_distill.models import resolve_model
+from ray_distill.models.size import parameter_count
 from ray_distill.stages.base import Stage, StageContext
-
-RESULTS = "results.json"
-
-
-@dataclass(frozen=True)
-class EvaluatedModel:
-    label: str  # base, distilled, or the configured name
-    name: str  # what the engine loads
-    student: str  # the student it is (for the report's rows)
-    training: Optional[str]  # None (untrained), cot, agent-ftp or agent-no-ftp
-
-
-def evaluated_models(ctx: StageContext) -> list[EvaluatedModel]:
-    from ray_distill.stages.train import student_model_dir, training_label
-
-    c = ctx.config
-    models = []
-    for entry in c.evaluate.models:
-        if entry == "base":
-            models.append(EvaluatedModel("base", c.models.student, c.models.student, None))
-        elif entry == "distilled":
-            models.append(EvaluatedModel("distilled", str(student_model_dir(ctx)), c.models.student,
-                                         training_label(c)))
-        else:
-            models.append(EvaluatedModel(entry, entry, entry, None))
-    return models
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
-
-
-def evaluate_dir(ctx: StageContext, model: EvaluatedModel) -> Path:
-    """The record store of one model under this config's evaluation settings."""
-    from ray_distill.generation.driver import settings_dir
-    from ray_distill.stages.rollouts import engine_spec, retrieval_settings, set_digests
-
-    c, e = ctx.config, ctx.config.evaluate
-    # More questions (limit) or more CoT samples add keys to the same store; settings that do not apply
-    # to the mode stay out, so the same evaluation made under two configs shares one store.
-    unused = {"models", "sets", "limit", "self_consistency"}
-    if e.mode == "cot":
-        unused |= {"sag", "sag_temperature", "sag_top_p", "max_steps"}
-    elif e.sag == 1:
-        unused |= {"sag_temperature", "sag_top_p"}
-    settings = {k: v for k, v in asdict(e).items() if k not in unused}
-    label = model.label if model.training is None else f"{model.label}-{model.training}"
-    return settings_dir(ctx.run_dir / "evaluate" / _slug(label), {
-        "model": model.name, "model_export": _export_digest(model), "student": model.student,
-        "training": model.training, "evaluate": settings,
-        "prompt_version": prompts.PROMPT_VERSION if e.mode == "agent" else prompts.COT_PROMPT_VERSION,
-        "engine": repr(engine_spec(c.student_engine, model.name)), "questions": set_digests(ctx, e.sets),
-        "retrieval": retrieval_settings(ctx) if e.mode == "agent" else None})
-
-
-def _export_digest(model: EvaluatedModel) -> Optional[str]:
-    """A distilled model's export record, so a retrained export is evaluated anew."""
-    from ray_distill.data.datasets import file_digest
-    from ray_distill.training.export import EXPORT_INFO
-
-    info = Path(model.name) / EXPORT_INFO
-    return file_digest(info) if model.training is not None and info.is_file() else None
-
-
-def evaluate_items(ctx: StageContext) -> list[RolloutItem]:
-    from ray_distill.stages.rollouts import question_items
-
-    e = ctx.config.evaluate
-    samples = e.self_consistency if e.mode == "cot" else 1
-    return question_items(ctx, e.sets, e.limit, samples=samples, seed=e.seed)
+from ray_distill.stages.items import evaluate_items
+from ray_distill.stages.paths import (RESULTS, EvaluatedModel, evaluate_dir, evaluate_settings, evaluated_models,
+                                      slug)
+from ray_distill.stages.services import judge_answers, run_rollouts, scoring
+from ray_distill.training.export import EXPORT_INFO
 
 
 def _rollout_fields(ctx: StageContext) -> dict[str, Any]:
-    from ray_distill.agent import AgentConfig, SAGConfig
-    from ray_distill.agent.parsing import STOP_STRINGS
-    from ray_distill.engines.protocol import SamplingParams
-
     e = ctx.config.evaluate
     if e.mode == "cot":
         return {"kind": "cot", "sampling": SamplingParams(temperature=e.temperature, max_new_tokens=e.max_new_tokens)}
@@ -117,8 +60,6 @@ def _rollout_fields(ctx: StageContext) -> dict[str, Any]:
 
 
 def _require_model(ctx: StageContext, model: EvaluatedModel) -> None:
-    from ray_distill.training.export import EXPORT_INFO
-
     if model.training is not None and not (Path(model.name) / EXPORT_INFO).is_file():
         raise UserError(f"evaluate.models lists distilled, but this config's student is not trained: no export at "
                         f"{model.name}; run `ray-distill train CONFIG` first (again, if train.stop_after_steps "
@@ -126,8 +67,6 @@ def _require_model(ctx: StageContext, model: EvaluatedModel) -> None:
 
 
 def _records(store_dir: Path, items: list[RolloutItem]) -> list[dict]:
-    from ray_distill.generation.store import read_records, row_key
-
     keys = {item.key for item in items}
     try:
         return [row for row in read_records(store_dir).to_pylist() if row_key(row) in keys]
@@ -137,11 +76,6 @@ def _records(store_dir: Path, items: list[RolloutItem]) -> list[dict]:
 
 def _results(ctx: StageContext, model: EvaluatedModel, items: list[RolloutItem], rows: list[dict], store_dir: Path,
              run: dict) -> dict:
-    from ray_distill.evaluation.methods import method_label
-    from ray_distill.evaluation.metrics import model_metrics
-    from ray_distill.models import resolve_model
-    from ray_distill.models.size import parameter_count
-
     e = ctx.config.evaluate
     try:
         parameters = parameter_count(resolve_model(model.student))
@@ -159,9 +93,7 @@ def _results(ctx: StageContext, model: EvaluatedModel, items: list[RolloutItem],
 
 def _tensorboard(ctx: StageContext, results: dict, store_dir: Path) -> Path:
     """Scalars of one evaluation, as a TensorBoard run named after the student, method and settings."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    name = _slug(f"{results['student']}_{results['method']}_{store_dir.name}")
+    name = slug(f"{results['student']}_{results['method']}_{store_dir.name}")
     log_dir = ctx.run_dir / "evaluate" / "tensorboard" / name
     with SummaryWriter(str(log_dir)) as writer:
         writer.add_scalar("accuracy/average", results["average"] or 0.0, 0)
@@ -173,11 +105,6 @@ def _tensorboard(ctx: StageContext, results: dict, store_dir: Path) -> Path:
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
-    from ray_distill.fileio import write_json_atomic
-    from ray_distill.generation.records import COT_SCHEMA, TRAJECTORY_SCHEMA
-    from ray_distill.generation.store import RecordStore
-    from ray_distill.stages.rollouts import judge_fact_answers, rescore, run_rollouts
-
     c = ctx.config
     models = evaluated_models(ctx)
     for model in models:
@@ -188,17 +115,18 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     ctx.services.close(kind="engine")  # the teacher's replicas would hold what the students need
     runs = {}
     for model in models:
-        store = RecordStore(evaluate_dir(ctx, model), schema, c.rollout.flush_every, c.rollout.flush_seconds)
+        store = RecordStore(evaluate_dir(ctx, model), schema, c.rollout.flush_every, c.rollout.flush_seconds,
+                            settings=evaluate_settings(ctx, model))
         runs[model] = run_rollouts(ctx, items, store, _rollout_fields(ctx), desc=f"evaluate {model.label}",
                                    engine_section="student_engine", model=model.name)
         ctx.services.close(kind="engine")  # the next model's replicas take its place
     # Scored again under the configured scoring (as the filter does), then judged in one go.
     rows = {model: _records(evaluate_dir(ctx, model), items) for model in models}
     for model_rows in rows.values():
-        rescore(model_rows, answer_field, ctx)
+        rescore(model_rows, answer_field, scoring(ctx))
     if c.scoring.judge:
-        judge_fact_answers(ctx, [(row, answer_field) for model_rows in rows.values() for row in model_rows],
-                           ctx.run_dir / "evaluate" / "judge_cache.jsonl")
+        judge_answers(ctx, [(row, answer_field) for model_rows in rows.values() for row in model_rows],
+                      ctx.run_dir / "evaluate" / "judge_cache.jsonl")
     summary, unfinished = {}, []
     for model in models:
         store_dir = evaluate_dir(ctx, model)
@@ -218,8 +146,6 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
 
 def _is_complete(ctx: StageContext) -> bool:
-    from ray_distill.generation.driver import missing_keys
-
     items = evaluate_items(ctx)
     for model in evaluated_models(ctx):
         if model.training is not None and not Path(model.name).is_dir():
@@ -234,14 +160,11 @@ def _is_complete(ctx: StageContext) -> bool:
 
 
 def _items_digest(items: list[RolloutItem]) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps(sorted(item.key for item in items)).encode()).hexdigest()[:16]
 
 
 STAGE = Stage(
     name="evaluate",
-    help="the base and distilled students answer held-out questions (agent with SAG, or CoT); accuracy per set",
     inputs=("models", "questions", "generate", "cot", "retrieval", "index", "scoring", "filter", "train",
             "student_engine", "evaluate", "benchmarks"),
     run=_run,

@@ -18,44 +18,35 @@ import pyarrow as pa
 
 from ray_distill.errors import UserError
 from ray_distill.fileio import write_json_atomic, write_parquet_atomic
+from ray_distill.generation.filtering import cot_drop_reason, rescore, trajectory_drop_reason, verdict_summary
+from ray_distill.generation.records import COT_SCHEMA, TRAJECTORY_SCHEMA, VERDICT_FIELDS
+from ray_distill.generation.store import part_files, read_records, row_key
 from ray_distill.stages.base import Stage, StageContext
+from ray_distill.stages.items import cot_items, generate_items
+from ray_distill.stages.paths import cot_dir, filter_dir, generate_dir
+from ray_distill.stages.services import judge_answers, scoring
 
 SOURCE = "source.json"
 
 
-def filter_dir(ctx: StageContext) -> Path:
-    return ctx.run_dir / "filter" / ("ftp" if ctx.config.generate.ftp else "no-ftp")
-
-
 def _sources(ctx: StageContext) -> dict[str, Any]:
     """The record stores this filter reads, with their part files (parts only ever get added)."""
-    from ray_distill.generation.store import part_files
-    from ray_distill.stages.cot import cot_dir
-    from ray_distill.stages.generate import generate_dir
-
     stores = {"trajectories": generate_dir(ctx), "cot": cot_dir(ctx)}
     return {name: {"dir": str(d), "parts": [p.name for p in part_files(d)]} for name, d in stores.items()}
 
 
 def _rows(source: dict, keys: set) -> list[dict]:
     """The records of the configured questions (a store may also hold questions no longer configured)."""
-    from ray_distill.generation.store import read_records, row_key
-
     return [row for row in read_records(source["dir"]).to_pylist() if row_key(row) in keys]
 
 
 def _judge(tables: list[tuple[list[dict], str]], ctx: StageContext) -> int:
-    from ray_distill.stages.rollouts import judge_fact_answers
-
     asks = [(row, field) for rows, field in tables for row in rows]
-    return judge_fact_answers(ctx, asks, ctx.run_dir / "filter" / "judge_cache.jsonl")
+    return judge_answers(ctx, asks, ctx.run_dir / "filter" / "judge_cache.jsonl")
 
 
 def _write(rows: list[dict], drop_reason: Callable[[dict, Any], Optional[str]], ctx: StageContext,
            schema: pa.Schema, out: Path) -> dict[str, Any]:
-    from ray_distill.generation.filtering import verdict_summary
-    from ray_distill.generation.records import VERDICT_FIELDS
-
     for row in rows:
         reason = drop_reason(row, ctx.config.filter)
         row.update(keep=reason is None, drop_reason=reason)
@@ -66,12 +57,6 @@ def _write(rows: list[dict], drop_reason: Callable[[dict, Any], Optional[str]], 
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
-    from ray_distill.generation.filtering import cot_drop_reason, trajectory_drop_reason
-    from ray_distill.generation.records import COT_SCHEMA, TRAJECTORY_SCHEMA
-    from ray_distill.stages.cot import cot_items
-    from ray_distill.stages.generate import generate_items
-    from ray_distill.stages.rollouts import rescore
-
     sources = _sources(ctx)
     if not sources["trajectories"]["parts"]:
         raise UserError(f"no trajectories at {sources['trajectories']['dir']}; run `ray-distill generate CONFIG` first")
@@ -81,7 +66,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     cot = _rows(sources["cot"], {i.key for i in cot_items(ctx)}) if sources["cot"]["parts"] else []
     tables = [(trajectories, "final_answer"), (cot, "answer")]
     for rows, field in tables:
-        rescore(rows, field, ctx)
+        rescore(rows, field, scoring(ctx))
     asked = _judge(tables, ctx) if ctx.config.scoring.judge else 0
     summary = {"judge_calls": asked,
                "trajectories": _write(trajectories, trajectory_drop_reason, ctx, TRAJECTORY_SCHEMA,
@@ -102,7 +87,6 @@ def _is_complete(ctx: StageContext) -> bool:
 
 STAGE = Stage(
     name="filter",
-    help="score the teacher's records and keep the correct trajectories without parse errors (training data)",
     inputs=("models", "questions", "generate", "cot", "retrieval", "index", "scoring", "filter"),
     run=_run,
     is_complete=_is_complete,

@@ -14,33 +14,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from ray_distill.data.world import read_manifest
+from ray_distill.distributed.cluster import require_resources
+from ray_distill.distributed.indexing import build_indexes, embed_shard, has_embeddings
 from ray_distill.errors import ConfigError, DataError
 from ray_distill.fileio import write_json_atomic
+from ray_distill.models import resolve_embedder
 from ray_distill.stages.base import Stage, StageContext
-from ray_distill.stages.world import world_dir
-
-SPLIT = "split.json"
-
-
-def index_dir(ctx: StageContext) -> Path:
-    return Path(ctx.config.index.out_dir) if ctx.config.index.out_dir else ctx.run_dir / "index"
-
-
-def shard_dirs(directory: Path) -> list[Path]:
-    """The shards of a finished split, in order."""
-    split = directory / SPLIT
-    if not split.is_file():
-        raise ConfigError(f"no index at {directory}; run the index stage first")
-    return [directory / f"shard-{n:05d}" for n in range(json.loads(split.read_text())["shards"])]
-
-
-def index_kind(ctx: StageContext):
-    from ray_distill.tools.retrieval.shards import IndexKind
-
-    c = ctx.config.index
-    return IndexKind(c.kind, nlist=c.nlist, pq_m=c.pq_m, pq_bits=c.pq_bits, hnsw_m=c.hnsw_m, nprobe=c.nprobe,
-                     ef_search=c.ef_search)
+from ray_distill.stages.paths import SPLIT, index_dir, shard_dirs, world_dir
+from ray_distill.stages.services import index_built, index_kind, shard_indexed
+from ray_distill.tools.retrieval import read_corpus, split_corpus
 
 
 def _corpus_files(ctx: StageContext) -> list[str]:
@@ -61,10 +46,6 @@ def _corpus_files(ctx: StageContext) -> list[str]:
 
 
 def _split(ctx: StageContext, out: Path, files: list[str]) -> dict:
-    from tqdm import tqdm
-
-    from ray_distill.tools.retrieval import read_corpus, split_corpus
-
     stats = [Path(f).stat() for f in files]
     wanted = {"corpus": [[f, s.st_size, s.st_mtime_ns] for f, s in zip(files, stats)],
               "passages_per_shard": ctx.config.index.passages_per_shard}
@@ -92,22 +73,7 @@ def _split(ctx: StageContext, out: Path, files: list[str]) -> dict:
     return done
 
 
-def _indexed(directory: Path, embedder: str, kind) -> bool:
-    from ray_distill.tools.retrieval.shards import MANIFEST, ShardManifest
-
-    if not (directory / MANIFEST).is_file():
-        return False
-    manifest = ShardManifest.read(directory)
-    return manifest.embedder == embedder and manifest.kind.built_as() == kind.built_as()
-
-
 def _run(ctx: StageContext) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    from ray_distill.distributed.cluster import require_resources
-    from ray_distill.distributed.indexing import build_indexes, embed_shard, has_embeddings
-    from ray_distill.models import resolve_embedder
-
     out = index_dir(ctx)
     out.mkdir(parents=True, exist_ok=True)
     embedder = resolve_embedder(ctx.config.models.embedder).name
@@ -127,7 +93,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     timings["embed_seconds"] = round(time.perf_counter() - start, 1)
 
     start = time.perf_counter()
-    todo = [d for d in directories if not _indexed(d, embedder, kind)]
+    todo = [d for d in directories if not shard_indexed(d, embedder, kind)]
     try:
         build_indexes(todo, embedder, kind, resources=ctx.config.index.resources)
     except Exception as e:  # faiss settings that do not fit the data surface from the build tasks
@@ -140,21 +106,8 @@ def _run(ctx: StageContext) -> dict[str, Any]:
             "kind": kind.factory(), "embedded_shards": len(missing), "built_shards": len(todo), **timings}
 
 
-def index_built(ctx: StageContext) -> bool:
-    """Whether the configured index exists, complete, for the configured embedder and kind."""
-    from ray_distill.models import resolve_embedder
-
-    try:
-        directories = shard_dirs(index_dir(ctx))
-    except ConfigError:
-        return False
-    embedder = resolve_embedder(ctx.config.models.embedder).name
-    return all(_indexed(d, embedder, index_kind(ctx)) for d in directories)
-
-
 STAGE = Stage(
     name="index",
-    help="split the corpus into shards, embed them with Ray Data and build their faiss indexes",
     inputs=("index", "models"),
     run=_run,
     is_complete=index_built,

@@ -23,9 +23,10 @@ from typing import Any, Optional, Sequence
 from ray_distill.config import ExperimentConfig, to_yaml
 from ray_distill.errors import UserError
 from ray_distill.fileio import write_json_atomic
-from ray_distill.stages import STAGES
+from ray_distill.registry import STAGES
+from ray_distill.stages import load
 from ray_distill.stages.base import StageContext
-from ray_distill.storage import PeriodicPush, RunStorage
+from ray_distill.stages.storage import PeriodicPush, RunStorage
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -49,8 +50,8 @@ def run_pipeline(
     if unknown:
         raise UserError(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
     for name in names:
-        if STAGES[name].check:
-            STAGES[name].check(config)
+        if load(name).check:
+            load(name).check(config)
     run_dir = Path(config.run.dir)
     if os.environ.get("RAY_ADDRESS") and not run_dir.is_absolute():
         log.warning("run.dir %s is relative, so on a cluster it is %s: under `ray job submit` that is inside the "
@@ -67,7 +68,7 @@ def run_pipeline(
 
     try:
         for name in names:
-            stage = STAGES[name]
+            stage = load(name)
             fingerprint = stage.fingerprint(config)
             done = manifest["stages"].get(name)
             if not force and done and done["fingerprint"] == fingerprint and stage.is_complete(ctx):
@@ -75,7 +76,7 @@ def run_pipeline(
                 if storage:  # e.g. run.storage was set after the stage ran, or its last copy failed
                     storage.push(stage.output_dirs(ctx))
                 continue
-            log.info("[%s] %s", name, stage.help)
+            log.info("[%s] %s", name, STAGES[name])
             start = time.time()
             try:
                 with PeriodicPush(storage, stage.output_dirs(ctx), config.run.storage_interval):

@@ -17,29 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from ray_distill.errors import UserError
+from ray_distill.evaluation.report import markdown, plot, results_payload
+from ray_distill.fileio import write_json_atomic
 from ray_distill.stages.base import Stage, StageContext
-
-
-def report_dir(ctx: StageContext) -> Path:
-    return ctx.run_dir / "report"
+from ray_distill.stages.paths import report_dir, results_files
 
 
 def evaluation_results(run_dir: Path) -> list[dict]:
     """The newest finished evaluation of each (student, method, question sets) under `run_dir`: an
     evaluation made again under other settings (temperature, steps, scoring) replaces the older one."""
-    from ray_distill.stages.evaluate import RESULTS
-
     newest: dict[tuple, dict] = {}
-    for path in sorted((run_dir / "evaluate").glob(f"*/*/{RESULTS}"), key=lambda p: p.stat().st_mtime_ns):
+    for path in results_files(run_dir):
         result = json.loads(path.read_text())
         newest[(result["student"], result["method"], tuple(result["sets"]))] = result
     return list(newest.values())
 
 
 def write_report(results: list[dict], out: Path) -> dict[str, Any]:
-    from ray_distill.evaluation.report import markdown, plot, results_payload
-    from ray_distill.fileio import write_json_atomic
-
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(markdown(results))
     png = plot(results, out / "accuracy.png")
@@ -49,15 +43,10 @@ def write_report(results: list[dict], out: Path) -> dict[str, Any]:
 
 
 def _sources(ctx: StageContext) -> list[str]:
-    from ray_distill.stages.evaluate import RESULTS
-
-    return sorted(str(p.relative_to(ctx.run_dir)) + f"@{p.stat().st_mtime_ns}"
-                  for p in (ctx.run_dir / "evaluate").glob(f"*/*/{RESULTS}"))
+    return sorted(str(p.relative_to(ctx.run_dir)) + f"@{p.stat().st_mtime_ns}" for p in results_files(ctx.run_dir))
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
-    from ray_distill.fileio import write_json_atomic
-
     results = evaluation_results(ctx.run_dir)
     if not results:
         raise UserError(f"no evaluation results under {ctx.run_dir / 'evaluate'}; run `ray-distill evaluate CONFIG` "
@@ -74,7 +63,6 @@ def _is_complete(ctx: StageContext) -> bool:
 
 STAGE = Stage(
     name="report",
-    help="tabulate every evaluation of the run (Table 2 layout), plot accuracy against student size",
     inputs=(),
     run=_run,
     is_complete=_is_complete,

@@ -17,57 +17,61 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from ray_distill.config import ExperimentConfig
+from ray_distill.distributed import resources
+from ray_distill.distributed.cluster import require_resources
+from ray_distill.distributed.sweep import concurrent_trials, run_tune
 from ray_distill.errors import UserError
+from ray_distill.evaluation.grid import sweep_trials, teacher_settings, trained_students
+from ray_distill.fileio import write_json_atomic
+from ray_distill.stages import load
 from ray_distill.stages.base import Stage, StageContext
+from ray_distill.stages.paths import RESULTS, evaluate_dir, evaluated_models, sweep_dir, train_dir
+from ray_distill.stages.services import index_shards
+from ray_distill.training.export import EXPORT_INFO
+from ray_distill.training.sizing import require_fit
 
 log = logging.getLogger(__name__)
 
 
-def sweep_dir(ctx: StageContext) -> Path:
-    return ctx.run_dir / "sweep"
-
-
 def _teacher_data(ctx: StageContext) -> None:
     """The cot, generate and filter stages for each FTP setting the trials train on (done ones are skipped)."""
-    from ray_distill.evaluation.grid import teacher_settings
-    from ray_distill.stages import STAGES
-
     s = ctx.config.sweep
     for config in teacher_settings(ctx.config):
         teacher = StageContext(config=config, run_dir=ctx.run_dir, progress=ctx.progress, services=ctx.services)
         needed = ("cot", "generate", "filter") if (config.generate.ftp or s.cot_distill) else ("generate", "filter")
         for name in needed:
-            if not STAGES[name].is_complete(teacher):
+            if not load(name).is_complete(teacher):
                 log.info("[sweep] teacher data, generate.ftp=%s: %s", config.generate.ftp, name)
-                STAGES[name].run(teacher)
+                load(name).run(teacher)
     ctx.services.close()  # the teacher's replicas would hold what the trials need
 
 
 def run_trial(config: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     """Train (unless done, or another trial is training the same student) and evaluate one trial's config;
     returns the metrics Tune records."""
-    from filelock import FileLock
-
-    from ray_distill.stages import evaluate, train
-    from ray_distill.training.export import EXPORT_INFO
-
+    train, evaluate = load("train"), load("evaluate")
     ctx = StageContext(config=config, run_dir=run_dir, progress=False)
     try:
         if config.evaluate.models == ["distilled"]:
-            with FileLock(str(train.train_dir(ctx) / ".lock")):
-                if not train.STAGE.is_complete(ctx):
-                    train.STAGE.run(ctx)
-        if not evaluate.STAGE.is_complete(ctx):
-            evaluate.STAGE.run(ctx)
+            directory = train_dir(ctx)
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(directory.with_name(directory.name + ".lock"))):  # beside it: the run makes the dir
+                if not train.is_complete(ctx):
+                    train.run(ctx)
+        if not evaluate.is_complete(ctx):
+            evaluate.run(ctx)
     finally:
         ctx.services.close()
-    model = evaluate.evaluated_models(ctx)[0]
-    results = json.loads((evaluate.evaluate_dir(ctx, model) / evaluate.RESULTS).read_text())
+    model = evaluated_models(ctx)[0]
+    results = json.loads((evaluate_dir(ctx, model) / RESULTS).read_text())
     metrics: dict[str, Any] = {"average": results["average"]}
     for name, m in results["sets"].items():
         metrics[f"accuracy/{name}"] = m["accuracy"]
@@ -81,31 +85,20 @@ def run_trial(config: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def _trainable(configs: dict[tuple[str, str], ExperimentConfig], run_dir: str, params: dict) -> dict[str, Any]:
-    import os
-
     # Tune starts each trial in its own log folder; the config's relative paths are the job's.
     os.chdir(os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd()))
     return run_trial(configs[(params["student"], params["method"])], Path(run_dir))
 
 
 def per_trial_resources(ctx: StageContext) -> dict[str, tuple[float, float]]:
-    """What one trial holds at its peak: training, then serving its student (never both at once)."""
-    from ray_distill.stages.index import index_built, index_dir, shard_dirs
-
+    """What one trial holds at its peak: training, then serving its student, then judging (never at once)."""
     c = ctx.config
-    t, e, r, q = c.train, c.student_engine, c.rollout, c.retrieval
-    shards = len(shard_dirs(index_dir(ctx))) if not q.url and index_built(ctx) else 0
-    training = (t.workers * t.cpus_per_worker, float(t.workers * t.gpus_per_worker))
-    serving = (e.replicas * e.cpus_per_replica * max(1, e.gpus_per_replica) + r.workers * r.worker_cpus
-               + q.replicas * (q.router_cpus + shards * q.shard_cpus),
-               float(e.replicas * e.gpus_per_replica + q.replicas * shards * q.shard_gpus))
-    j = c.teacher_engine  # the judge is served like the teacher, after the student's replicas are gone
-    judging = (j.replicas * j.cpus_per_replica * max(1, j.gpus_per_replica), float(j.replicas * j.gpus_per_replica)) \
-        if c.scoring.judge else (0.0, 0.0)
-    phases = (training, serving, judging)
-    peak = (max(p[0] for p in phases) + c.sweep.trial_cpus, max(p[1] for p in phases))
-    return {"one trial: sweep.trial_cpus + the largest of training (train.workers x per-worker CPUs/GPUs), "
-            "serving (student_engine, rollout workers, retrieval) and judging (teacher_engine)": peak}
+    found = resources.roles(c, shards=index_shards(ctx))
+    phases = [resources.pick(found, "train worker"),
+              resources.pick(found, "student replica", "rollout worker", *resources.RETRIEVAL),
+              resources.pick(found, "teacher replica") if c.scoring.judge else []]
+    return {"one trial: sweep.trial_cpus + the largest of training (train workers), serving (student replicas, "
+            "rollout workers, retrieval) and judging (teacher replicas)": resources.peak(phases, c.sweep.trial_cpus)}
 
 
 def trials_table(outcomes: list[dict]) -> str:
@@ -121,11 +114,6 @@ def trials_table(outcomes: list[dict]) -> str:
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
-    from ray_distill.distributed.cluster import require_resources
-    from ray_distill.distributed.sweep import concurrent_trials, run_tune
-    from ray_distill.evaluation.grid import sweep_trials
-    from ray_distill.fileio import write_json_atomic
-
     trials = sweep_trials(ctx.config)
     if len({(t.student, t.method) for t in trials}) != len(trials):
         raise UserError(f"two sweep trials share a name: {[(t.student, t.method) for t in trials]}")
@@ -157,24 +145,17 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
 def _check(config: ExperimentConfig) -> None:
     """Every student the sweep trains must fit the train workers' GPUs (`train.gpu_memory_gib`)."""
-    from ray_distill.evaluation.grid import trained_students
-    from ray_distill.training.sizing import require_fit
-
     require_fit(config.train, trained_students(config), "sweep")
 
 
 def _is_complete(ctx: StageContext) -> bool:
-    from ray_distill.evaluation.grid import sweep_trials
-    from ray_distill.stages import evaluate
-
     return (sweep_dir(ctx) / "trials.json").is_file() and all(
-        evaluate.STAGE.is_complete(StageContext(config=t.config, run_dir=ctx.run_dir, progress=False))
+        load("evaluate").is_complete(StageContext(config=t.config, run_dir=ctx.run_dir, progress=False))
         for t in sweep_trials(ctx.config))
 
 
 STAGE = Stage(
     name="sweep",
-    help="Ray Tune over students x FTP x SAG plus the CoT baselines: each trial trains and evaluates",
     inputs=("models", "questions", "generate", "cot", "retrieval", "index", "scoring", "filter", "train",
             "student_engine", "evaluate", "benchmarks", "sweep"),
     run=_run,

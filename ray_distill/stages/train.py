@@ -12,54 +12,30 @@ checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
+from ray_distill.distributed.cluster import require_resources
+from ray_distill.distributed.resources import pick, requirement, roles
+from ray_distill.distributed.training import COMPUTE_FILE, TrainJob, fit_student
 from ray_distill.errors import UserError
+from ray_distill.fileio import write_json_atomic
+from ray_distill.generation.store import SETTINGS
+from ray_distill.models.cache import torch_extensions_dir
+from ray_distill.models.resolve import resolve_model
 from ray_distill.stages.base import Stage, StageContext
-
-# Settings that change how a run proceeds, not what it learns: a run resumes across them.
-_RUNTIME_ONLY = ("cpus_per_worker", "resources", "checkpoint_every", "keep_checkpoints", "stop_after_steps",
-                 "gradient_checkpointing", "attention", "loss_kernel", "gpu_memory_gib")
-
-
-def source_file(ctx: StageContext) -> Path:
-    from ray_distill.stages.filter import filter_dir
-
-    return filter_dir(ctx) / ("trajectories.parquet" if ctx.config.train.data == "agent" else "cot.parquet")
-
-
-def training_label(config) -> str:
-    """What the student is trained on: cot, agent-ftp or agent-no-ftp."""
-    t = config.train
-    return t.data if t.data == "cot" else "agent-ftp" if config.generate.ftp else "agent-no-ftp"
-
-
-def train_dir(ctx: StageContext) -> Path:
-    from ray_distill.agent import prompts
-    from ray_distill.data.datasets import file_digest
-    from ray_distill.generation.driver import settings_dir
-
-    c = ctx.config
-    source = source_file(ctx)
-    return settings_dir(ctx.run_dir / "train" / training_label(c), {
-        "student": c.models.student,
-        "train": {k: v for k, v in asdict(c.train).items() if k not in _RUNTIME_ONLY},
-        "data": file_digest(source) if source.is_file() else None,
-        "student_prompt": hashlib.sha256(prompts.STUDENT_SYSTEM_PROMPT.encode()).hexdigest()[:12],
-    })
-
-
-def student_model_dir(ctx: StageContext) -> Path:
-    """Where the trained student of this config is exported (an HF directory)."""
-    return train_dir(ctx) / "model"
+from ray_distill.stages.paths import student_model_dir, train_dir, train_settings, train_source
+from ray_distill.training.export import EXPORT_INFO, export_student
+from ray_distill.training.loop import CHECKPOINT_TAG
+from ray_distill.training.sft_data import build_sft
+from ray_distill.training.sizing import require_fit
 
 
 def _require_source(ctx: StageContext) -> Path:
-    source = source_file(ctx)
+    source = train_source(ctx)
     if not source.is_file():
         raise UserError(f"train needs the filter stage's {source.name} ({source}); run `ray-distill filter CONFIG` "
                         "first" + (" with the cot stage done" if ctx.config.train.data == "cot" else ""))
@@ -67,8 +43,6 @@ def _require_source(ctx: StageContext) -> Path:
 
 
 def _kept_rows(ctx: StageContext) -> list[dict]:
-    import pyarrow.parquet as pq
-
     source = _require_source(ctx)
     rows = [row for row in pq.read_table(source).to_pylist() if row["keep"]]
     if not rows:
@@ -78,18 +52,12 @@ def _kept_rows(ctx: StageContext) -> list[dict]:
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
-    from ray_distill.distributed.cluster import require_resources
-    from ray_distill.distributed.training import COMPUTE_FILE, TrainJob, fit_student
-    from ray_distill.fileio import write_json_atomic
-    from ray_distill.models.cache import torch_extensions_dir
-    from ray_distill.models.resolve import resolve_model
-    from ray_distill.training.export import export_student
-    from ray_distill.training.loop import CHECKPOINT_TAG
-    from ray_distill.training.sft_data import build_sft
-
     c, t = ctx.config, ctx.config.train
     _require_source(ctx)
     out = train_dir(ctx)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / SETTINGS).is_file():
+        write_json_atomic(out / SETTINGS, train_settings(ctx), sort_keys=True)
     model_dir = resolve_model(c.models.student)
     sft_summary = out / "sft" / "summary.json"
     if not sft_summary.is_file():
@@ -100,9 +68,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
                         f"(train.truncation = {t.truncation}): nothing to train on; see {sft_summary}")
 
     ctx.services.close()  # the teacher's replicas would hold the CPUs and GPUs the workers need
-    require_resources({"train.workers x cpus_per_worker": (t.workers * t.cpus_per_worker, 0.0),
-                       "train.workers x gpus_per_worker": (0.0, float(t.workers * t.gpus_per_worker))},
-                      {"train.resources": t.resources})
+    require_resources(*requirement(pick(roles(c), "train worker")))
     # Absolute: Ray Train runs each worker in a folder of its own, where a relative run.dir would land.
     job = TrainJob(model_dir=str(model_dir.resolve()), data_dir=str((out / "sft").resolve()),
                    storage_dir=str((out / "ray").resolve()), log_dir=str((out / "logs").resolve()),
@@ -121,20 +87,15 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
 def _check(config) -> None:
     """The student must fit the train workers' GPUs (`train.gpu_memory_gib`), by the memory model."""
-    from ray_distill.training.sizing import require_fit
-
     require_fit(config.train, [config.models.student], "train")
 
 
 def _is_complete(ctx: StageContext) -> bool:
-    from ray_distill.training.export import EXPORT_INFO
-
     return (student_model_dir(ctx) / EXPORT_INFO).is_file()
 
 
 STAGE = Stage(
     name="train",
-    help="fine-tune the student on the kept teacher data (Ray Train + DeepSpeed) and export it",
     inputs=("models", "questions", "generate", "cot", "retrieval", "index", "scoring", "filter", "train"),
     run=_run,
     is_complete=_is_complete,

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from ray_distill.data.world import read_manifest, write_world
 from ray_distill.errors import ConfigError
 from ray_distill.stages.base import Stage, StageContext
-
-
-def world_dir(ctx: StageContext) -> Path:
-    return Path(ctx.config.world.out_dir) if ctx.config.world.out_dir else ctx.run_dir / "world"
+from ray_distill.stages.paths import world_dir
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
@@ -48,7 +44,6 @@ def _is_complete(ctx: StageContext) -> bool:
 
 STAGE = Stage(
     name="world",
-    help="generate the fictional corpus (Wikipedia-2018 format) and its fact/math questions",
     inputs=("world",),
     run=_run,
     is_complete=_is_complete,

@@ -39,6 +39,10 @@ MASK_FREE = ("flash_attention_2", "varlen", "segments")
 # Registered with transformers under these names (its own names are left to its own implementations).
 _REGISTERED = {"varlen": "ray_distill_varlen", "segments": "ray_distill_segments"}
 
+# torch and transformers are imported in the functions that use them: ray_distill.config imports this module
+# (PATHS), and the fast commands (`ray-distill --help`, `config`, `models`, `benchmarks`) load neither.
+# torch.nn.attention.varlen exists only in new torch releases.
+
 
 def unavailable(path: str, device_type: str, model_config=None, dtype=None) -> Optional[str]:
     """Why `path` cannot train here (on this device, for the model of `model_config` in `dtype`), or None
@@ -91,15 +95,13 @@ def resolve(requested: str, device_type: str, model_config=None, dtype=None) -> 
     return fallback, f"train.attention={requested} cannot run here ({reason}): {fallback} instead"
 
 
-def use(model, path: str) -> None:
-    """Make `model` (a transformers model, or a peft model around one) attend with `path`."""
+def use(lm, path: str) -> None:
+    """Make `lm` (a transformers causal LM, not a peft wrapper) attend with `path`."""
     from transformers import AttentionInterface
-
-    from ray_distill.training.student import causal_lm
 
     AttentionInterface.register(_REGISTERED["varlen"], _varlen_attention)
     AttentionInterface.register(_REGISTERED["segments"], _segment_attention)
-    causal_lm(model).set_attn_implementation(_REGISTERED.get(path, path))
+    lm.set_attn_implementation(_REGISTERED.get(path, path))
 
 
 def row_inputs(path: str, input_ids, position_ids, labels) -> tuple[Any, Any, Any, dict[str, Any]]:

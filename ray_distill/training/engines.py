@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from typing import Optional, Protocol
 
+import torch
+
+from ray_distill.training.optim import ADAM_BETAS, ADAM_EPS, accumulation_steps, deepspeed_config, schedule
+
 
 class StepEngine(Protocol):
     def __call__(self, **batch): ...
@@ -31,10 +35,7 @@ class StepEngine(Protocol):
 def deepspeed_engine(model, train, *, workers: int, dtype, total_steps: int):
     """DeepSpeed's engine over `model` with the `train` section's ZeRO stage, batch sizes, clipping, and
     torch's AdamW under the run's learning-rate schedule."""
-    import deepspeed
-    import torch
-
-    from ray_distill.training.optim import deepspeed_config, schedule
+    import deepspeed  # local: absent on the GPU bench machine, which trains with TorchEngine
 
     lr_schedule = schedule(total_steps, train.warmup_ratio, train.schedule)
     engine, _, _, _ = deepspeed.initialize(
@@ -49,10 +50,6 @@ class TorchEngine:
     parameters in their own dtype, gradient accumulation, clipping and the learning-rate schedule."""
 
     def __init__(self, model, train, *, total_steps: int):
-        import torch
-
-        from ray_distill.training.optim import ADAM_BETAS, ADAM_EPS, accumulation_steps, schedule
-
         self.module = model
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=train.lr, betas=ADAM_BETAS, eps=ADAM_EPS,
@@ -74,8 +71,6 @@ class TorchEngine:
         (loss / self.accumulation).backward()
 
     def step(self) -> None:
-        import torch
-
         self.micro_steps += 1
         if self.micro_steps % self.accumulation:
             return

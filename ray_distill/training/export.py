@@ -17,6 +17,8 @@ EXPORT_INFO = "ray_distill_export.json"
 
 
 def export_student(checkpoint_dir: Path, tag: str, base_dir: Path, train, out_dir: Path, info: dict) -> Path:
+    # local: DeepSpeed is absent on the GPU bench machine; and stages/paths.py imports EXPORT_INFO from here for
+    # every stage command, which then loads neither torch, transformers nor peft (the student) until an export
     import torch
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig

@@ -19,6 +19,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterable
 
+import torch
+import torch.distributed as dist
+
 from ray_distill.training.data_order import DataPosition, global_batches, micro_batches, shuffled
 from ray_distill.training.engines import StepEngine
 from ray_distill.training.optim import accumulation_steps
@@ -30,9 +33,6 @@ CHECKPOINT_TAG = "state"  # the DeepSpeed tag inside every checkpoint directory
 
 def all_reduce_sum(value: float, device) -> float:
     """`value` summed over the ranks (itself in a single process)."""
-    import torch
-    import torch.distributed as dist
-
     tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
     if dist.is_initialized():
         dist.all_reduce(tensor)
@@ -95,8 +95,6 @@ def train_steps(engine: StepEngine, epoch_rows: Callable[[int], Iterable[dict]],
 def save_state(engine, directory: Path, position: DataPosition, step: int, rank: int, exclude_frozen: bool) -> None:
     """A DeepSpeed checkpoint (weights, optimizer, schedule) with the data position, and this rank's
     random state, so a resumed run's dropout draws on from where it was rather than replaying."""
-    import torch
-
     engine.save_checkpoint(str(directory), tag=CHECKPOINT_TAG, exclude_frozen_parameters=exclude_frozen,
                            client_state={"position": asdict(position), "step": step})
     cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
@@ -105,8 +103,6 @@ def save_state(engine, directory: Path, position: DataPosition, step: int, rank:
 
 def load_state(engine, directory: Path, rank: int, strict: bool) -> tuple[DataPosition, int]:
     """Restore what `save_state` wrote; returns the data position and the steps done."""
-    import torch
-
     _, client = engine.load_checkpoint(str(directory), tag=CHECKPOINT_TAG, load_module_strict=strict)
     rng = torch.load(Path(directory) / f"rng-rank{rank}.pt")
     torch.set_rng_state(rng["cpu"])

@@ -32,6 +32,10 @@ from ray_distill.training.memory import CHUNK_BYTES
 KERNELS = ("chunked", "liger", "cut_cross_entropy", "full")
 _PACKAGES = {"liger": "liger_kernel", "cut_cross_entropy": "cut_cross_entropy"}
 
+# Imports in the functions below are local: ray_distill.config imports this module (KERNELS), and the fast
+# commands load no torch (chunked_loss is torch too); liger-kernel and cut-cross-entropy are optional (the `gpu`
+# extra), and DeepSpeed is absent on the GPU bench machine.
+
 
 def unavailable(kernel: str, device_type: str) -> Optional[str]:
     """Why `kernel` cannot run on this device, or None when it can."""

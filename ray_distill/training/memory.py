@@ -37,6 +37,7 @@ from typing import Optional
 
 from ray_distill.errors import DataError, brief
 from ray_distill.fileio import parse_json
+from ray_distill.models.resolve import EMBEDDED_MODELS, resolve_model
 
 GIB = 2**30
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -144,12 +145,11 @@ def shape_of(model: str) -> Optional[Shape]:
 
 
 def _local_config(model: str) -> Optional[Path]:
-    from ray_distill.models.resolve import EMBEDDED_MODELS, resolve_model
-
     if model in EMBEDDED_MODELS or Path(model).expanduser().is_dir():
         path = resolve_model(model)
         return path / "config.json" if (path / "config.json").is_file() else None
     try:
+        # local: ray_distill.config imports this module, and huggingface_hub's download code costs ~0.3 s
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(model, "config.json")

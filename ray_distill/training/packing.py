@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import torch
+
 from ray_distill.training.examples import SFTExample
 
 IGNORE_INDEX = -100  # the label torch's cross entropy skips
@@ -70,8 +72,6 @@ def one_per_sequence(examples: Sequence[SFTExample]) -> list[PackedSequence]:
 def collate(rows: Sequence[dict], pad_id: int):
     """Rows (as stored) to a right-padded batch of tensors: input_ids, labels, position_ids.
     Padding gets its own position block from 0, so it forms a separate packed segment."""
-    import torch
-
     width = max(len(row["input_ids"]) for row in rows)
     batch = {"input_ids": [], "labels": [], "position_ids": []}
     for row in rows:

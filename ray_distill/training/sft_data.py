@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pyarrow as pa
+from transformers import AutoTokenizer, GenerationConfig
 
+from ray_distill.fileio import write_parquet_atomic
 from ray_distill.training.examples import (ConversationTokenizer, SFTExample, cot_messages, fit_length,
                                            stop_token_ids, student_messages)
 from ray_distill.training.packing import one_per_sequence, pack
@@ -50,10 +52,6 @@ def sft_examples(rows: Iterable[dict], data: str, tokenize: ConversationTokenize
 
 def build_sft(rows: list[dict], data: str, model_dir: Path, train, out_dir: Path) -> dict[str, Any]:
     """Write `sequences.parquet` under `out_dir`; returns its summary."""
-    from transformers import AutoTokenizer, GenerationConfig
-
-    from ray_distill.fileio import write_parquet_atomic
-
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     try:
         generation_config = GenerationConfig.from_pretrained(model_dir)

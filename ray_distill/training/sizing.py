@@ -16,8 +16,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Optional
 
 from ray_distill.errors import UserError
+from ray_distill.training import attention, loss
 from ray_distill.training.memory import (GIB, RESERVED_GIB, USABLE_FRACTION, Estimate, Shape, Workload, estimate, fits,
-                                         shape_of, usable_bytes)
+                                         shape_from_config, shape_of, usable_bytes)
+from ray_distill.training.optim import accumulation_steps
 
 if TYPE_CHECKING:
     from ray_distill.training.student import Compute
@@ -44,8 +46,6 @@ def planned_paths(train) -> tuple[str, str]:
 def workload(train, *, attention: str, loss_kernel: str, checkpointing: bool, engine: str = "deepspeed") -> Workload:
     """One worker of the `train` section, as the memory model sees it."""
     modules = tuple(train.lora_targets) if list(train.lora_targets) != ["all-linear"] else Workload.lora_modules
-    from ray_distill.training.optim import accumulation_steps
-
     accumulation = accumulation_steps(train, train.workers)
     return Workload(tokens=train.micro_batch_size * train.max_length, rows=train.micro_batch_size,
                     lora_r=train.lora_r if train.lora else None, lora_modules=modules, lora_dropout=train.lora_dropout,
@@ -84,10 +84,10 @@ def worker_compute(train, model, device, engine: str = "deepspeed") -> tuple[Com
     """How a worker on `device` computes `model` under `engine` (attention path, loss kernel, checkpointing),
     and notes on why. `auto` checkpointing sizes the paths chosen against the smaller of the GPU's memory
     and `train.gpu_memory_gib`."""
+    # local: ray_distill.config imports this module to validate a config, which the fast commands do and which
+    # needs no torch; the student module imports torch, peft and transformers
     import torch
 
-    from ray_distill.training import attention, loss
-    from ray_distill.training.memory import shape_from_config
     from ray_distill.training.student import Compute, plain_output_head
 
     path, path_note = attention.resolve(train.attention, device.type, model.config, next(model.parameters()).dtype)

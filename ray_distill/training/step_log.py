@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from ray_distill.fileio import append_jsonl, read_jsonl
+
 
 class StepLog:
     """`steps.jsonl` holds each step's entry (with the example keys it trained on); TensorBoard gets its
@@ -13,9 +15,9 @@ class StepLog:
     appears once."""
 
     def __init__(self, log_dir: Path, resumed_step: int):
+        # local: torch's TensorBoard writer needs the tensorboard package, which the GPU bench machine (where
+        # this module must import) lacks
         from torch.utils.tensorboard import SummaryWriter
-
-        from ray_distill.fileio import read_jsonl
 
         log_dir.mkdir(parents=True, exist_ok=True)
         self.path = log_dir / "steps.jsonl"
@@ -26,8 +28,6 @@ class StepLog:
         self.writer = SummaryWriter(str(log_dir / "tensorboard"), purge_step=resumed_step + 1)
 
     def write(self, entry: dict) -> None:
-        from ray_distill.fileio import append_jsonl
-
         append_jsonl(self.path, entry)
         for name in ("loss", "lr", "grad_norm", "tokens_per_second", "real_token_fraction"):
             if entry.get(name) is not None:

@@ -8,12 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from ray_distill.training import attention
+from ray_distill.training.loss import linear_cross_entropy
 from ray_distill.training.packing import IGNORE_INDEX
 
 
 def lora_config(train):
-    from peft import LoraConfig
-
     targets = train.lora_targets
     return LoraConfig(r=train.lora_r, lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout,
                       target_modules=targets[0] if targets == ["all-linear"] else list(targets),
@@ -22,8 +27,6 @@ def lora_config(train):
 
 def load_student(model_dir: Path, train, dtype):
     """The model to train: the base weights in `dtype`, with fresh LoRA adapters when `train.lora`."""
-    from transformers import AutoModelForCausalLM
-
     return for_training(AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype), train)
 
 
@@ -31,14 +34,10 @@ def for_training(model, train):
     """`model` ready to train: no KV cache, and when `train.lora` wrapped with fresh LoRA adapters (the
     base then stays frozen). The random state starts from `train.seed`: the same adapters and dropout on
     every rank and every run."""
-    import torch
-
     torch.manual_seed(train.seed)
     model.config.use_cache = False
     if not train.lora:
         return model
-    from peft import get_peft_model
-
     return get_peft_model(model, lora_config(train))
 
 
@@ -61,13 +60,11 @@ def prepare(model, compute: Compute) -> None:
     make its forward return `loss_sum`'s pair. The loss is computed inside the forward so a training
     engine's own forward wraps it (DeepSpeed arms ZeRO-3's gathers and its backward prologue there), while
     parameter names stay the model's own (checkpoints and exports are unchanged)."""
-    from ray_distill.training import attention
-
     lm = causal_lm(model)
     if compute.loss_kernel != "full" and not plain_output_head(lm):
         raise ValueError(f"{type(lm).__name__} transforms its logits beyond one linear layer (a bias, scaling or "
                          "soft-capping), which the fused loss kernels leave out; set train.loss_kernel=full")
-    attention.use(model, compute.attention)
+    attention.use(lm, compute.attention)
     if compute.checkpointing:
         # Non-reentrant checkpointing needs no input that requires grad (LoRA leaves the embeddings frozen),
         # and replays each layer's dropout masks exactly.
@@ -83,8 +80,6 @@ def causal_lm(model):
 def plain_output_head(model) -> bool:
     """Whether the logits are one plain linear layer of the hidden states, as the fused loss kernels compute
     them (no bias, adapter, scaling or soft-capping)."""
-    import torch
-
     lm = causal_lm(model)
     head = lm.get_output_embeddings()
     transforms = [getattr(lm.config, name, None) for name in ("final_logit_softcapping", "logit_scale",
@@ -94,11 +89,6 @@ def plain_output_head(model) -> bool:
 
 
 def _loss_forward(model, lm, compute: Compute, input_ids, position_ids, labels):
-    import torch.nn.functional as F
-
-    from ray_distill.training import attention
-    from ray_distill.training.loss import linear_cross_entropy
-
     input_ids, position_ids, labels, kwargs = attention.row_inputs(compute.attention, input_ids, position_ids, labels)
     shifted = labels[:, 1:]
     keep = shifted != IGNORE_INDEX
@@ -115,7 +105,7 @@ def _loss_forward(model, lm, compute: Compute, input_ids, position_ids, labels):
     return loss, int(keep.sum())
 
 
-def loss_sum(model, batch: dict) -> tuple["torch.Tensor", int]:  # noqa: F821
+def loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
     """Summed next-token cross entropy over the batch's target tokens, and their count, from a model set up
     by `prepare` (or a training engine around one). Summing (not averaging) lets the caller divide by the
     tokens of the whole global batch, so every target token weighs the same whatever packing,
@@ -126,8 +116,6 @@ def loss_sum(model, batch: dict) -> tuple["torch.Tensor", int]:  # noqa: F821
 def empty_batch(pad_id: int) -> dict:
     """A micro-batch without targets, for a rank whose share of a short last global batch ran out:
     it joins the step's collective operations and adds nothing to the loss."""
-    import torch
-
     return {"input_ids": torch.tensor([[pad_id, pad_id]]), "labels": torch.tensor([[IGNORE_INDEX, IGNORE_INDEX]]),
             "position_ids": torch.tensor([[0, 1]])}
 
@@ -137,7 +125,5 @@ def pad_id(tokenizer) -> int:
 
 
 def training_dtype(requested: Optional[str], on_gpu: bool):
-    import torch
-
     name = requested or ("bfloat16" if on_gpu else "float32")
     return getattr(torch, name)

@@ -25,8 +25,10 @@ from pathlib import Path
 from ray_distill.agent import Agent, retrieval_tools
 from ray_distill.config import load_config
 from ray_distill.stages.base import StageContext
-from ray_distill.stages.generate import agent_config, generate_items
+from ray_distill.stages.generate import agent_config
+from ray_distill.stages.items import generate_items
 from ray_distill.stages.pipeline import run_pipeline
+from ray_distill.stages.services import open_retriever
 from ray_distill.tools.sandbox import SandboxPolicy, SandboxPool
 
 
@@ -45,10 +47,7 @@ def config_for(run_dir: Path, backend: str, args):
 
 def sequential(ctx: StageContext, backend: str) -> tuple[float, int, int]:
     """Seconds, episodes and generated tokens of one-at-a-time episodes with an in-process engine."""
-    from ray_distill.retrieval import open_retriever
-    from ray_distill.stages.rollouts import engine_spec
-
-    engine = engine_spec(ctx.config.teacher_engine, ctx.config.models.teacher).build()
+    engine = ctx.config.teacher_engine.spec(ctx.config.models.teacher).build()
     agent = Agent(engine, agent_config(ctx))
     items = generate_items(ctx)
 

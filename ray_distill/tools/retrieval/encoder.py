@@ -12,16 +12,17 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ray_distill.compute import default_dtype
 from ray_distill.models import EmbedderSpec, resolve_embedder
 
 
 class Encoder:
     def __init__(self, embedder: str | EmbedderSpec, device: Optional[str] = None, batch_size: int = 64,
                  dtype: Optional[str] = None):
+        # local: ray_distill.config imports this package (for the index kinds), and the fast commands
+        # load neither torch nor sentence-transformers
         import torch
         from sentence_transformers import SentenceTransformer
-
-        from ray_distill.compute import default_dtype
 
         self.spec = embedder if isinstance(embedder, EmbedderSpec) else resolve_embedder(embedder)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")

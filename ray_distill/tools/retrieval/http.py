@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import logging
 
+import httpx
 from aiohttp import web
 
 from ray_distill.errors import brief, first_line, is_text
-from ray_distill.tools.retrieval.index import Retriever, search_async
+from ray_distill.tools.retrieval.index import Hit, Retriever, search_async
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +110,9 @@ class HttpRetriever:
         self.timeout = timeout
 
     def search(self, queries, k: int = 3):
-        import httpx
-
         return self._hits(httpx.post(self.url, json=self._body(queries, k), timeout=self.timeout))
 
     async def asearch(self, queries, k: int = 3):
-        import httpx
-
         async with httpx.AsyncClient(timeout=self.timeout) as client:
             return self._hits(await client.post(self.url, json=self._body(queries, k)))
 
@@ -124,8 +121,6 @@ class HttpRetriever:
         return {"queries": list(queries), "topk": k, "return_scores": True}
 
     def _hits(self, response):
-        from ray_distill.tools.retrieval.index import Hit
-
         if response.status_code != 200:
             raise RuntimeError(f"retrieval at {self.url} answered {response.status_code}: {response.text[:300]}")
         return [[Hit(str(d["document"]["id"]), d["document"]["contents"], float(d["score"])) for d in hits]

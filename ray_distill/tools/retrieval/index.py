@@ -71,7 +71,7 @@ def _corpus_records(path: Path) -> Iterator[tuple[str, dict]]:
 
 
 def _parquet_rows(path: Path) -> Iterator[dict]:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # local: ray_distill.config imports this package; the fast commands skip pyarrow
 
     try:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=8192, columns=["id", "contents"]):
@@ -115,7 +115,7 @@ def split_contents(contents: str) -> tuple[str, str]:
 
 class FaissRetriever:
     def __init__(self, encoder: Encoder, ids: list[str], contents: list[str], vectors: np.ndarray):
-        import faiss
+        import faiss  # local: absent on the GPU bench machine, where ray_distill.config imports this package
 
         self.encoder = encoder
         self.ids = ids

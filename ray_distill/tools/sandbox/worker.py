@@ -172,7 +172,8 @@ def _join_cgroup(path, report):
 
 def _disarm_process_spawning():
     # fork_exec raises no audit event of its own; subprocess reaches it by
-    # attribute lookup, so replacing it closes that path too.
+    # attribute lookup, so replacing it closes that path too. Imported here, not at the top: the sandbox
+    # process imports only what it uses, and only a policy that refuses processes needs this.
     import _posixsubprocess
 
     def refused(*args, **kwargs):
@@ -527,7 +528,8 @@ class StateHolder:
 
 
 def _load_confine():
-    # A sibling file, loaded by path: the worker runs with -I, without the project on sys.path.
+    # A sibling file, loaded by path: the worker runs with -I, without the project on sys.path. Imported
+    # here, not at the top: the sandbox process imports only what it uses, when it uses it.
     import importlib.util
 
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "confine.py")

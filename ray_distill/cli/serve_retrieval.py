@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from ray_distill.config import ExperimentConfig
-from ray_distill.stages.base import StageContext
-from ray_distill.stages.index import index_dir, shard_dirs
+from aiohttp import web
 
-log = logging.getLogger(__name__)
+from ray_distill.config import ExperimentConfig
+from ray_distill.distributed.cluster import init_ray
+from ray_distill.stages.base import StageContext
+from ray_distill.stages.paths import index_dir, shard_dirs
+from ray_distill.stages.services import launch_retrieval
+from ray_distill.tools.retrieval.http import make_app
 
 
 def serve_retrieval(config: ExperimentConfig) -> int:
-    from aiohttp import web
-
-    from ray_distill.distributed.cluster import init_ray
-    from ray_distill.stages.rollouts import launch_retrieval
-    from ray_distill.tools.retrieval.http import make_app
-
     ctx = StageContext(config, Path(config.run.dir))
     directories = shard_dirs(index_dir(ctx))
     r = config.retrieval

@@ -19,10 +19,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from ray_distill import __version__
 from ray_distill.errors import UserError
+from ray_distill.registry import STAGES
 
 
 def _add_config_args(parser: argparse.ArgumentParser, optional: bool = False) -> None:
@@ -33,8 +35,6 @@ def _add_config_args(parser: argparse.ArgumentParser, optional: bool = False) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ray_distill.stages import STAGES
-
     parser = argparse.ArgumentParser(
         prog="ray-distill",
         description="Distill tool-using LLM agents into small models, from one core to a Ray cluster.",
@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(run)
     run.add_argument("--force", action="store_true", help="rerun finished stages too")
 
-    for stage in STAGES.values():
-        p = sub.add_parser(stage.name, help=f"stage: {stage.help}")
+    for name, text in STAGES.items():
+        p = sub.add_parser(name, help=f"stage: {text}")
         _add_config_args(p)
         p.add_argument("--force", action="store_true", help="rerun even if finished")
 
@@ -88,6 +88,8 @@ def _split_config(args: argparse.Namespace) -> tuple[Optional[str], list[str]]:
 
 
 def _command(args: argparse.Namespace) -> int:
+    # Each command imports what it runs, here and below: `--help` and the small commands stay fast, and a
+    # command never pays for Ray, torch or a stage it does not use.
     from ray_distill.config import load_config, to_yaml
 
     if args.command == "config":
@@ -108,19 +110,19 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "benchmarks":
         return _list_benchmarks(*_split_config(args))
     if args.command == "resources":
-        from ray_distill.resources import table
+        from ray_distill.cli.resources import table
 
         print(table(load_config(args.config, args.overrides)), end="")
         return 0
     if args.command == "chat":
-        from ray_distill.chat import chat
+        from ray_distill.cli.chat import chat
 
         config_path, overrides = _split_config(args)
         return chat(load_config(config_path, overrides), args.question, args.backend, args.sag,
                     args.max_steps, args.max_new_tokens)
 
     if args.command == "serve-retrieval":
-        from ray_distill.serve_retrieval import serve_retrieval
+        from ray_distill.cli.serve_retrieval import serve_retrieval
 
         return serve_retrieval(load_config(args.config, args.overrides))
 
@@ -136,8 +138,6 @@ def _command(args: argparse.Namespace) -> int:
 
 def _print_report(config, stages: Optional[list[str]]) -> None:
     """After a pipeline with a report, its tables: what the run found."""
-    from pathlib import Path
-
     if "report" not in (config.run.stages if stages is None else stages):
         return
     report = Path(config.run.dir) / "report"
@@ -182,6 +182,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("ray-distill: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

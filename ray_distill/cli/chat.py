@@ -10,6 +10,7 @@ from ray_distill.agent.parsing import STOP_STRINGS
 from ray_distill.config import ExperimentConfig
 from ray_distill.engines import SamplingParams
 from ray_distill.engines.spec import EngineSpec
+from ray_distill.stages.services import open_retriever
 from ray_distill.tools.sandbox import SandboxPolicy, SandboxPool
 
 
@@ -23,8 +24,6 @@ def _show(step: StepRecord) -> None:
 
 def chat(config: ExperimentConfig, question: Optional[str], backend: str, sag: int, max_steps: int,
          max_new_tokens: int) -> int:
-    from ray_distill.retrieval import open_retriever
-
     retriever = open_retriever(config)
     engine = EngineSpec(backend, config.models.teacher).build()
     agent_config = AgentConfig(

@@ -1,0 +1,5 @@
+import sys
+
+from ray_distill.cli.main import main
+
+sys.exit(main())

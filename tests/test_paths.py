@@ -1,0 +1,56 @@
+"""The run layout (`stages/paths.py`): looking a directory up, or asking a stage whether it is done,
+never writes to the run directory; stores record their settings when they open."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ray_distill.config import load_config
+from ray_distill.registry import STAGES
+from ray_distill.stages import load, paths
+from ray_distill.stages.base import StageContext
+from ray_distill.stages.items import cot_items, evaluate_items, generate_items
+from ray_distill.stages.pipeline import run_pipeline
+
+from conftest import REPO
+
+
+def _tree(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+
+
+def test_lookups_and_completeness_checks_write_nothing(tmp_path):
+    config = load_config(REPO / "experiments" / "quickstart.yaml", [
+        f"run.dir={tmp_path}", "world.num_passages=200", "world.num_fact_questions=8", "world.num_math_questions=8",
+        "evaluate.models=[base,distilled]"])
+    run_pipeline(config, ["world"], progress=False)
+    before = _tree(tmp_path)
+    ctx = StageContext(config, tmp_path)
+    models = paths.evaluated_models(ctx)
+    looked_up = [paths.world_dir(ctx), paths.index_dir(ctx), paths.cot_dir(ctx), paths.generate_dir(ctx),
+                 paths.filter_dir(ctx), paths.train_source(ctx), paths.train_dir(ctx), paths.student_model_dir(ctx),
+                 *(paths.evaluate_dir(ctx, model) for model in models), paths.sweep_dir(ctx), paths.report_dir(ctx)]
+    assert cot_items(ctx) and generate_items(ctx, check_prefixes=False) and evaluate_items(ctx)
+    # What `ray-distill run` asks of each stage before deciding to skip it, here for a student never trained.
+    assert [name for name in STAGES if load(name).is_complete(ctx)] == ["world"]
+    assert _tree(tmp_path) == before
+    assert not any(p.exists() for p in looked_up[1:])
+    # Each distinct setting has its own directory, and the same config always finds the same one.
+    other = StageContext(load_config(REPO / "experiments" / "quickstart.yaml", [
+        f"run.dir={tmp_path}", "world.num_passages=200", "world.num_fact_questions=8", "world.num_math_questions=8",
+        "generate.max_steps=2"]), tmp_path)
+    assert paths.generate_dir(other) != paths.generate_dir(ctx) and paths.cot_dir(other) == paths.cot_dir(ctx)
+
+
+def test_a_training_sets_digest_is_remembered_until_the_file_changes(tmp_path):
+    from ray_distill.data.datasets import file_digest
+
+    data = tmp_path / "trajectories.parquet"
+    data.write_bytes(b"first")
+    first = file_digest(data)
+    assert file_digest(data) == first
+    replacement = tmp_path / "new.parquet"
+    replacement.write_bytes(b"other")
+    os.replace(replacement, data)  # how the filter writes its tables
+    assert file_digest(data) != first
