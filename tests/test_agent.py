@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from ray_distill.agent import Agent, AgentConfig, SAGConfig, first_thought_prefix
+from ray_distill.generation.records import RolloutItem, episode_row
 from ray_distill.agent.episode import chat_view
 from ray_distill.agent.prompts import STUDENT_SYSTEM_PROMPT, few_shot_messages
 from ray_distill.tools.sandbox import SandboxPolicy, SandboxSession, Toolbox
@@ -107,6 +108,11 @@ def test_sag_votes_keeps_the_chosen_state_and_records_every_candidate():
     assert first.candidates[3].error["type"] == "ValueError"
     assert second.chosen == 0 and record.final_answer == "one"  # the state of candidate 0 was kept
     assert [c.final_answer for c in second.candidates] == ["one", "Lyon", "one", "one!"]
+    # the stored record keeps every candidate with the group it voted for
+    row = episode_row(RolloutItem("d", "1", 0, "fact", "q", "one"), record)
+    assert [c["vote"] for c in row["steps"][0]["candidates"]] == ["output: 391", None, "output: 391", None]
+    assert row["steps"][0]["candidates"][1]["parse_error"] and row["steps"][0]["candidates"][3]["error_type"] == "ValueError"
+    assert [c["vote"] for c in row["steps"][1]["candidates"]] == ["answer: one", "answer: lyon", "answer: one", "answer: one!"]
     params = engine.requests[0].params
     assert (params.n, params.temperature, params.top_p) == (4, 0.4, 0.8)
     assert engine.requests[0].params.seed != engine.requests[1].params.seed

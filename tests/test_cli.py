@@ -10,6 +10,7 @@ import pytest
 
 from ray_distill.cli import main
 from ray_distill.config import load_config
+from ray_distill.errors import UserError
 
 from conftest import REPO
 
@@ -115,14 +116,51 @@ def test_chat_without_an_index_names_the_command_that_builds_it(tmp_path, capsys
     assert not any(tmp_path.iterdir())  # opening a retriever runs no stage
 
 
+def _export(run_dir: Path, label: str, tiny_model: Path) -> Path:
+    """A trained student's export as the train stage leaves it (the tiny model's weights stand in)."""
+    from ray_distill.training.export import EXPORT_INFO
+
+    export = run_dir / "train" / label / f"{len(label):012d}" / "model"
+    shutil.copytree(tiny_model, export)
+    (export / EXPORT_INFO).write_text(json.dumps({"student": "tiny-random", "steps": 3}))
+    return export
+
+
+def test_chat_picks_the_runs_distilled_student_and_asks_which_one_when_a_sweep_trained_several(tmp_path, tiny_model):
+    from ray_distill.cli.chat import chat_model
+
+    config = load_config(REPO / "experiments" / "quickstart.yaml", [f"run.dir={tmp_path}"])
+    base = chat_model(config, None, None)
+    assert base.spec.model == "smollm2-135m-instruct" and not base.teacher and "no distilled student" in base.description
+    with pytest.raises(UserError, match="no distilled student"):
+        chat_model(config, "distilled", None)
+    teacher = chat_model(config, "teacher", "vllm")
+    assert (teacher.spec.backend, teacher.spec.model, teacher.teacher) == ("oracle", "world-oracle", True)
+
+    first = _export(tmp_path, "agent-ftp", tiny_model)
+    for choice in (None, "distilled"):
+        picked = chat_model(config, choice, None)
+        assert (picked.spec.backend, picked.spec.model) == ("hf", str(first)) and "agent-ftp student" in picked.description
+    assert chat_model(config, "base", "vllm").spec.backend == "vllm"
+    assert chat_model(config, str(tiny_model), None).spec.model == str(tiny_model)
+    second = _export(tmp_path, "cot", tiny_model)
+    with pytest.raises(UserError) as several:
+        chat_model(config, None, None)
+    assert "holds 2 distilled students" in str(several.value)
+    assert str(first) in str(several.value) and str(second) in str(several.value)
+
+
 @pytest.mark.slow
-def test_chat_answers_questions_from_the_terminal_step_by_step(tmp_path, small_world):
+def test_chat_answers_with_the_distilled_student_step_by_step(tmp_path, small_world, tiny_model):
+    """The README's `ray-distill chat experiments/quickstart.yaml --sag 4`, after `make demo` trained a student."""
     shutil.copytree(small_world / "index", tmp_path / "index")  # the session's world index (built once)
+    export = _export(tmp_path, "agent-ftp", tiny_model)
     proc = subprocess.run(
         [sys.executable, "-m", "ray_distill.cli", "chat", "experiments/quickstart.yaml", f"run.dir={tmp_path}",
-         "models.teacher=tiny-random", "--max-steps", "1", "--max-new-tokens", "8"],
+         "--sag", "2", "--max-steps", "1", "--max-new-tokens", "8"],
         input="Where was Zed born?\n", capture_output=True, text=True, cwd=REPO, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "--- step 1" in proc.stdout and "Observation:" in proc.stdout
+    assert proc.stdout.startswith(f"model: the distilled agent-ftp student of tiny-random, 3 steps ({export})")
+    assert "--- step 1" in proc.stdout and "[SAG] " in proc.stdout and "Observation:" in proc.stdout
     assert "=== answer:" in proc.stdout and ", 1 steps, " in proc.stdout

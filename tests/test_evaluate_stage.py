@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
 from conftest import SHARED_BENCHMARKS, seed_run
 from test_generation_stages import write_config
 
@@ -43,7 +45,7 @@ def shared_sets() -> list[str]:
     return names
 
 
-def test_evaluate_reads_every_shared_benchmark_file_by_name_in_both_modes(tmp_path, small_world, capsys):
+def test_evaluate_reads_every_shared_benchmark_file_by_name_in_both_modes(tmp_path, small_world, capfd):
     sets = shared_sets()
     files = {find_benchmark(name, SHARED_BENCHMARKS) for name in sets}
     assert files == {p for p in SHARED_BENCHMARKS.iterdir() if p.is_file()}  # every file is some benchmark's
@@ -57,12 +59,18 @@ def test_evaluate_reads_every_shared_benchmark_file_by_name_in_both_modes(tmp_pa
     cot_overrides = ["evaluate.mode=cot", "run.stages=[evaluate,report]"]
     cot = load_config(path, cot_overrides)
     assert main(["-q", "run", str(path), *cot_overrides]) == 0
-    printed = capsys.readouterr().out  # `run` ends with the report's tables
+    printed = capfd.readouterr().out  # `run` ends with the report's tables, on the console: file descriptor 1
     assert "| student | CoT prompt | agent prompt |" in printed and "accuracy.png" in printed
 
     for config, method in ((agent, "agent prompt"), (cot, "CoT prompt")):
         found = evaluation(config, method)
         assert list(found["sets"]) == sets
+        # TensorBoard shows each evaluation under the run directory, with the results' scalars
+        events = EventAccumulator(found["tensorboard"])
+        events.Reload()
+        assert Path(found["tensorboard"]).is_relative_to(Path(config.run.dir).absolute() / "evaluate" / "tensorboard")
+        assert events.Scalars("accuracy/average")[0].value == pytest.approx(found["average"] or 0.0)
+        assert {f"accuracy/{name}" for name in sets} <= set(events.Tags()["scalars"])
         for name in sets:
             metrics = found["sets"][name]
             assert metrics["questions"] == 1
@@ -87,7 +95,9 @@ def test_evaluate_resumes_adds_questions_and_runs_sag_self_consistency_and_the_j
     assert load("evaluate").is_complete(ctx)
     found = evaluation(config, "agent prompt +SAG(N=2)")
     rows = read_records(found["dir"]).to_pylist()
-    assert len(rows) == 2 and all(step["candidates"] == 2 for row in rows for step in row["steps"])
+    assert len(rows) == 2 and all(len(step["candidates"]) == 2 for row in rows for step in row["steps"])
+    for step in (step for row in rows for step in row["steps"]):  # every candidate is kept, with its vote
+        assert step["valid_candidates"] == sum(c["vote"] is not None for c in step["candidates"])
 
     more = load_config(path, ["evaluate.limit=2"])
     assert not load("evaluate").is_complete(StageContext(more, Path(more.run.dir)))

@@ -54,3 +54,29 @@ def test_a_training_sets_digest_is_remembered_until_the_file_changes(tmp_path):
     replacement.write_bytes(b"other")
     os.replace(replacement, data)  # how the filter writes its tables
     assert file_digest(data) != first
+
+
+def test_every_path_is_absolute_under_a_relative_run_dir_and_a_moved_run_keeps_its_stores(tmp_path, monkeypatch):
+    """Ray Train and Tune run workers in folders of their own, so what a stage hands them must not be
+    relative; and the stores' keys must not depend on where the run directory is."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    overrides = ["world.num_passages=200", "world.num_fact_questions=8", "world.num_math_questions=8",
+                 "evaluate.models=[base,distilled]"]
+    config = load_config(REPO / "experiments" / "quickstart.yaml", ["run.dir=runs/here", *overrides])
+    run_pipeline(config, ["world"], progress=False)
+    ctx = StageContext(config, Path(config.run.dir))
+    model = paths.evaluated_models(ctx)[1]
+    found = [paths.world_dir(ctx), paths.index_dir(ctx), paths.generate_dir(ctx), paths.train_dir(ctx),
+             Path(model.name), paths.evaluate_dir(ctx, model)]
+    assert all(p.is_absolute() and p.is_relative_to(tmp_path / "runs" / "here") for p in found)
+    assert "${run.dir}/index" in str(paths.generate_settings(ctx)["retrieval"]["index"])
+
+    lookups = (paths.cot_dir, paths.generate_dir, paths.train_dir,
+               lambda c: paths.evaluate_dir(c, paths.evaluated_models(c)[1]))
+    before = [lookup(ctx).relative_to(ctx.run_dir) for lookup in lookups]
+    shutil.move(tmp_path / "runs" / "here", tmp_path / "moved")
+    moved = StageContext(load_config(REPO / "experiments" / "quickstart.yaml", [f"run.dir={tmp_path}/moved",
+                                                                                 *overrides]), tmp_path / "moved")
+    assert [lookup(moved).relative_to(moved.run_dir) for lookup in lookups] == before

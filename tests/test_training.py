@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -277,34 +276,3 @@ def test_train_config_problems_name_the_key():
     text = str(error.value)
     for key in ("train.global_batch_size", "train.export", "train.zero_stage", "train.offload_params"):
         assert key in text
-
-
-def test_the_train_stage_hands_its_workers_absolute_paths_under_a_relative_run_dir(tmp_path, monkeypatch):
-    """Ray Train runs each worker in a folder of its own: with the quickstart's relative run.dir, relative
-    paths would put the step log and TensorBoard there instead of in the run."""
-    import ray_distill.stages.train as train
-    from ray_distill.config import load_config
-    from ray_distill.fileio import write_parquet_atomic
-    from ray_distill.stages.base import StageContext
-    from ray_distill.stages.paths import filter_dir
-    from test_training_stage import trajectories
-
-    monkeypatch.chdir(tmp_path)
-    config = load_config(None, ["run.dir=runs/relative", "models.student=tiny-random", "train.max_length=400"])
-    ctx = StageContext(config, Path(config.run.dir))
-    filter_dir(ctx).mkdir(parents=True)
-    write_parquet_atomic(trajectories(2), filter_dir(ctx) / "trajectories.parquet")
-    jobs = []
-
-    def fit_student(train, job):
-        jobs.append(job)
-        raise KeyboardInterrupt  # stop before any worker starts
-
-    monkeypatch.setattr(train, "require_resources", lambda *args, **kwargs: None)
-    monkeypatch.setattr(train, "fit_student", fit_student)
-    with pytest.raises(KeyboardInterrupt):
-        train.STAGE.run(ctx)
-    (job,) = jobs
-    paths = [job.model_dir, job.data_dir, job.storage_dir, job.log_dir]
-    assert all(Path(p).is_absolute() for p in paths)
-    assert Path(job.log_dir) == tmp_path / "runs" / "relative" / "train" / "agent-ftp" / Path(job.log_dir).parent.name / "logs"

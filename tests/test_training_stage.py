@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -65,9 +66,16 @@ def run_train(config) -> dict:
 @pytest.fixture(scope="module")
 def zero2_run(tmp_path_factory, local_ray):
     """Two workers, ZeRO-2, LoRA, run without interruption. Together they reserve every CPU of the local
-    Ray (4): Ray Data's reads must not starve behind them (a known deadlock on small machines)."""
-    config, ctx = train_config(tmp_path_factory.mktemp("train"), "zero2", workers=2, zero_stage=2, cpus_per_worker=2)
-    return run_train(config), steps(ctx), ctx
+    Ray (4): Ray Data's reads must not starve behind them (a known deadlock on small machines). The
+    run.dir is relative, as the quickstart's is: Ray Train runs its workers in folders of their own."""
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("train"))
+    try:
+        config, ctx = train_config(Path("runs"), "zero2", workers=2, zero_stage=2, cpus_per_worker=2)
+        assert not Path(config.run.dir).is_absolute()
+        return run_train(config), steps(ctx), ctx
+    finally:
+        os.chdir(cwd)
 
 
 def test_two_zero2_workers_train_the_student_and_the_loss_falls(zero2_run):
@@ -91,8 +99,24 @@ def test_two_zero2_workers_train_the_student_and_the_loss_falls(zero2_run):
     # How the workers computed, as `auto` chose on CPU.
     assert summary["compute"] == "attention segments, loss chunked, gradient checkpointing off"
     assert summary["notes"] == ["gradient checkpointing auto: off (no GPU memory to size against)"]
-    assert (Path(summary["tensorboard"])).is_dir() and any(Path(summary["tensorboard"]).iterdir())
     assert (Path(summary["model"]) / "config.json").is_file()
+
+
+def test_the_step_log_and_tensorboard_events_are_in_the_run_directory(zero2_run):
+    """Where the README tells the user to point TensorBoard: `runs/<name>/train`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ray_distill.stages.paths import train_dir
+
+    summary, log, ctx = zero2_run
+    logs = train_dir(ctx) / "logs"
+    assert logs.is_relative_to(ctx.run_dir / "train") and Path(summary["tensorboard"]) == logs / "tensorboard"
+    events = EventAccumulator(str(logs / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_second"} <= set(events.Tags()["scalars"])
+    losses = events.Scalars("train/loss")
+    assert [e.step for e in losses] == [entry["step"] for entry in log]
+    assert [e.value for e in losses] == pytest.approx([entry["loss"] for entry in log], rel=1e-5)
 
 
 def test_zero3_resumes_mid_epoch_and_at_the_epoch_boundary_with_the_same_batches(zero2_run, tmp_path):

@@ -24,6 +24,10 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, **kw
     """`address` (or $RAY_ADDRESS) joins an existing cluster, e.g. under
     `ray job submit`; otherwise a local Ray starts with every port on
     loopback and no dashboard unless asked for."""
+    # Where stdout is not a terminal, as it is not while a pipeline command's output goes to the run's log
+    # file (cli/console.py), Ray Data logs each dataset's progress, a dozen lines every 10 s; the stage draws
+    # a bar of its own, so the log gets them once a minute. Read when this process first runs a dataset.
+    os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "60")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")

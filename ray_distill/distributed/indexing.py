@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -42,13 +42,18 @@ def has_embeddings(directory: Path, embedder: str) -> bool:
     return info.is_file() and json.loads(info.read_text())["embedder"] == embedder and (directory / EMBEDDINGS).is_file()
 
 
+def passage_count(directory: Path) -> int:
+    return pq.ParquetFile(directory / PASSAGES_FILE).metadata.num_rows
+
+
 def embed_shard(directory: Path, embedder: str, encoders: int = 1, batch_size: int = 256,
                 encoder_cpus: float = 1, resources: Optional[dict[str, float]] = None,
-                encoder_gpus: Optional[int] = None) -> int:
+                encoder_gpus: Optional[int] = None, progress: Optional[Callable[[int], None]] = None) -> int:
     """Embed one shard's passages into `embeddings.npy`; returns the passage count. An encoder
     reserves `encoder_gpus` GPUs (default: one if the cluster has GPUs now), else `encoder_cpus`
-    CPUs, which Ray turns into its torch threads."""
-    count = pq.ParquetFile(directory / PASSAGES_FILE).metadata.num_rows
+    CPUs, which Ray turns into its torch threads. `progress(n)` is called as n more passages
+    arrive."""
+    count = passage_count(directory)
     gpus = encoder_gpus if encoder_gpus is not None else 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     context = ray.data.DataContext.get_current()
     kept, context.execution_options.preserve_order = context.execution_options.preserve_order, True
@@ -69,6 +74,8 @@ def embed_shard(directory: Path, embedder: str, encoders: int = 1, batch_size: i
                 vectors = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(count, embedded.shape[1]))
             vectors[row:row + len(embedded)] = embedded
             row += len(embedded)
+            if progress:
+                progress(len(embedded))
     finally:
         context.execution_options.preserve_order = kept
     if row != count:

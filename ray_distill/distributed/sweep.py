@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TextIO
 
 import ray
 from ray import tune
+from tqdm import tqdm
 
 from ray_distill.distributed.cluster import init_ray, require_resources, started_locally
 
@@ -46,9 +47,11 @@ def concurrent_trials(per_trial: dict[str, tuple[float, float]], trials: int, co
 
 
 def run_tune(trainable: Callable[[dict], dict[str, Any]], keys: list[tuple[str, str]], storage: Path, name: str,
-             trial_cpus: float, max_concurrent: int) -> list[dict[str, Any]]:
+             trial_cpus: float, max_concurrent: int, progress: bool = True,
+             console: Optional[TextIO] = None) -> list[dict[str, Any]]:
     """Run `trainable(params)` for each (student, method) in `keys` as a Tune grid; returns per trial its
-    params, status, metrics, error and trial directory."""
+    params, status, metrics, error and trial directory. A progress bar of finished trials goes to
+    `console` (default: stderr)."""
     students = list(dict.fromkeys(s for s, _ in keys))
     methods = list(dict.fromkeys(m for _, m in keys))
     if len(students) * len(methods) != len(keys):
@@ -59,14 +62,15 @@ def run_tune(trainable: Callable[[dict], dict[str, Any]], keys: list[tuple[str, 
 
     # Tune refuses a trial that reserves nothing; a MiB of memory lets trial_cpus be 0.
     runnable = tune.with_resources(trial, {"cpu": trial_cpus, "memory": 1 << 20})
-    tuner = tune.Tuner(
-        runnable,
-        param_space={"student": tune.grid_search(students), "method": tune.grid_search(methods)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage.resolve()), verbose=1,
-                                  failure_config=tune.FailureConfig(max_failures=0)),
-    )
-    grid = tuner.fit()
+    with tqdm(total=len(keys), desc="sweep trials", unit=" trial", disable=not progress, file=console) as bar:
+        tuner = tune.Tuner(
+            runnable,
+            param_space={"student": tune.grid_search(students), "method": tune.grid_search(methods)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+            run_config=tune.RunConfig(name=name, storage_path=str(storage.resolve()), verbose=1,
+                                      failure_config=tune.FailureConfig(max_failures=0), callbacks=[_TrialBar(bar)]),
+        )
+        grid = tuner.fit()
     outcomes = []
     for result in grid:
         params = result.config or {}
@@ -75,6 +79,20 @@ def run_tune(trainable: Callable[[dict], dict[str, Any]], keys: list[tuple[str, 
                          "metrics": {k: v for k, v in (result.metrics or {}).items() if _reported(k)},
                          "error": _first_line(result.error) if result.error else None, "dir": result.path})
     return outcomes
+
+
+class _TrialBar(tune.Callback):
+    """Counts finished trials on the stage's bar (Tune's own status table goes where the process's output goes:
+    the run's log file). Tune calls it in this process."""
+
+    def __init__(self, bar: tqdm):
+        self.bar = bar
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.bar.update(1)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.bar.update(1)
 
 
 def _reported(key: str) -> bool:

@@ -24,7 +24,6 @@ import ray
 import ray.train
 import torch
 from ray.data import ExecutionOptions
-from ray.experimental.tqdm_ray import tqdm
 from ray.train.torch import TorchConfig, TorchTrainer, get_device
 from transformers import AutoTokenizer
 
@@ -86,12 +85,10 @@ def train_worker(config: dict) -> None:
             position, step = load_state(engine, Path(directory), rank, strict=not train.lora)
     steps_log = StepLog(Path(job.log_dir), step) if rank == 0 else None
     stop_at = min(total_steps, step + (train.stop_after_steps or total_steps))
-    progress = _progress(total_steps, step) if rank == 0 else None
 
     def on_step(entry: dict, position: DataPosition, step: int) -> None:
-        if steps_log is not None:
+        if steps_log is not None:  # also the stage's progress bar, which the driver draws from it
             steps_log.write(entry)
-            progress.update(1)
         kill_point("train.step")
         if step % train.checkpoint_every == 0 or step == stop_at:
             metrics = {name: value for name, value in entry.items() if name != "keys"} | {"total_steps": total_steps}
@@ -103,19 +100,12 @@ def train_worker(config: dict) -> None:
     train_steps(engine, lambda epoch: shard.iter_rows(), train, rank=rank, world=world, device=device, pad_id=pad,
                 steps_per_epoch=per_epoch, position=position, step=step, stop_at=stop_at, on_step=on_step)
     if steps_log is not None:
-        progress.close()
         steps_log.close()
-
-
-def _progress(total: int, done: int):
-    bar = tqdm(total=total, desc="train steps")
-    bar.update(done)
-    return bar
 
 
 def fit_student(train, job: TrainJob) -> dict[str, Any]:
     """Train (or resume) on Ray Train; returns the final checkpoint's path and metrics."""
-    ray.data.DataContext.get_current().enable_progress_bars = False  # the trainer shows its own bar
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the stage shows its own bar
     dataset = ray.data.read_parquet(str(Path(job.data_dir) / "sequences.parquet")).materialize()
     on_gpu = train.gpus_per_worker > 0
     trainer = TorchTrainer(

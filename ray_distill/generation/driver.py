@@ -11,7 +11,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TextIO
 
 import pyarrow as pa
 from tqdm import tqdm
@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 def run_items(items: Sequence[RolloutItem], store: RecordStore,
               stream: Callable[[Sequence[RolloutItem]], Iterator[Outcome]], *, progress: bool = True,
-              desc: str = "episodes") -> dict[str, Any]:
-    """Run the items whose keys the store lacks and store their outcomes; returns run counts."""
+              desc: str = "episodes", console: Optional[TextIO] = None) -> dict[str, Any]:
+    """Run the items whose keys the store lacks and store their outcomes; returns run counts. The
+    progress bar goes to `console` (default: stderr)."""
     todo = [item for item in items if item.key not in store]
     counts: Counter = Counter()
     tokens = correct = 0
@@ -37,7 +38,7 @@ def run_items(items: Sequence[RolloutItem], store: RecordStore,
     outcomes = stream(todo) if todo else iter(())
     start = time.perf_counter()
     with store, tqdm(total=len(todo), desc=desc, unit=" ep", disable=not progress or not todo,
-                     mininterval=1.0, dynamic_ncols=True) as bar:
+                     mininterval=1.0, dynamic_ncols=True, file=console) as bar:
         for outcome in outcomes:
             if isinstance(outcome, Failure):
                 store.add_failure(outcome.key, outcome.attempt, outcome.error)

@@ -17,7 +17,8 @@ from typing import Any, Optional
 
 import pyarrow as pa
 
-from ray_distill.agent.records import EpisodeRecord, StepRecord
+from ray_distill.agent.records import CandidateRecord, EpisodeRecord, StepRecord
+from ray_distill.agent.sag import vote_key
 from ray_distill.generation.store import Key
 
 
@@ -55,13 +56,27 @@ _SCORE_FIELDS = [("correct", pa.bool_()), ("exact_match", pa.float64()), ("f1", 
                  ("score_method", pa.string())]
 _RUN_FIELDS = [("attempt", pa.int32()), ("seconds", pa.float64()), ("created_at", pa.string())]
 
+# The layout of a trajectory record. Stores are keyed by it (stages/paths.py), so parts of two layouts
+# never share a store: 2 stores each tool call and each SAG candidate, where 1 stored their counts.
+TRAJECTORY_LAYOUT = 2
+
+# What the reader of a trajectory wants to see of a step besides its text: each tool call with its
+# arguments and what it returned (web_search: the passages), and on SAG steps every sampled candidate,
+# with its output and the group it voted for (`vote`, None for an invalid one).
+TOOL_CALL_TYPE = pa.struct([("name", pa.string()), ("arguments", pa.string()), ("result", pa.string()),
+                            ("error", pa.string())])
+CANDIDATE_TYPE = pa.struct([
+    ("text", pa.string()), ("code", pa.string()), ("parse_error", pa.string()), ("stdout", pa.string()),
+    ("error_type", pa.string()), ("error_message", pa.string()), ("final_answer", pa.string()),
+    ("has_final_answer", pa.bool_()), ("executed", pa.bool_()), ("vote", pa.string()),
+])
 STEP_TYPE = pa.struct([
     ("index", pa.int32()), ("model_output", pa.string()), ("thought", pa.string()), ("code", pa.string()),
     ("parse_error", pa.string()), ("observation", pa.string()), ("stdout", pa.string()),
     ("error_type", pa.string()), ("error_message", pa.string()), ("final_answer", pa.string()),
-    ("has_final_answer", pa.bool_()), ("tool_calls", pa.int32()), ("generation_seconds", pa.float64()),
+    ("has_final_answer", pa.bool_()), ("tool_calls", pa.list_(TOOL_CALL_TYPE)), ("generation_seconds", pa.float64()),
     ("execution_seconds", pa.float64()), ("prompt_tokens", pa.int32()), ("completion_tokens", pa.int32()),
-    ("candidates", pa.int32()), ("valid_candidates", pa.int32()), ("chosen", pa.int32()),
+    ("candidates", pa.list_(CANDIDATE_TYPE)), ("valid_candidates", pa.int32()), ("chosen", pa.int32()),
 ])
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
@@ -93,6 +108,24 @@ def _text(value: Any) -> Optional[str]:
     return None if value is None else str(value)
 
 
+def _json(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _tool_call_row(call: dict) -> dict:
+    return {"name": call.get("name"), "arguments": _json({"args": call.get("args"), "kwargs": call.get("kwargs")}),
+            "result": None if "value" not in call else _json(call["value"]), "error": _text(call.get("error"))}
+
+
+def _candidate_row(candidate: CandidateRecord) -> dict:
+    error = candidate.error or {}
+    return {"text": candidate.text, "code": candidate.code, "parse_error": candidate.parse_error,
+            "stdout": candidate.stdout, "error_type": error.get("type"), "error_message": error.get("message"),
+            "final_answer": _text(candidate.final_answer) if candidate.has_final_answer else None,
+            "has_final_answer": candidate.has_final_answer, "executed": candidate.executed,
+            "vote": ": ".join(vote_key(candidate)) if candidate.valid else None}
+
+
 def _step_row(step: StepRecord) -> dict:
     error = step.error or {}
     return {
@@ -100,10 +133,11 @@ def _step_row(step: StepRecord) -> dict:
         "parse_error": step.parse_error, "observation": step.observation, "stdout": step.stdout,
         "error_type": error.get("type"), "error_message": error.get("message"),
         "final_answer": _text(step.final_answer) if step.has_final_answer else None,
-        "has_final_answer": step.has_final_answer, "tool_calls": len(step.tool_calls),
+        "has_final_answer": step.has_final_answer, "tool_calls": [_tool_call_row(c) for c in step.tool_calls],
         "generation_seconds": step.generation_seconds, "execution_seconds": step.execution_seconds,
         "prompt_tokens": step.prompt_tokens, "completion_tokens": step.completion_tokens,
-        "candidates": len(step.candidates) or None, "valid_candidates": step.valid_candidates, "chosen": step.chosen,
+        "candidates": [_candidate_row(c) for c in step.candidates], "valid_candidates": step.valid_candidates,
+        "chosen": step.chosen,
     }
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Optional
+from typing import Any, Callable, Hashable, Optional, TextIO
 
 from ray_distill.config import ExperimentConfig
 
@@ -39,7 +40,16 @@ class StageContext:
     config: ExperimentConfig
     run_dir: Path
     progress: bool = True
+    # Where progress bars are drawn (None: stderr): the terminal, while a pipeline command's own stdout and
+    # stderr go to the run's log file (cli/console.py).
+    console: Optional[TextIO] = field(default=None, compare=False)
     services: Services = field(default_factory=Services, compare=False)
+
+    def __post_init__(self) -> None:
+        # Absolute from the start, so every path a stage derives and hands to a Ray actor or worker is
+        # too: Ray Train and Tune run their workers in folders of their own, where a relative run.dir
+        # (the quickstart's) would put the step log and TensorBoard events outside the run.
+        object.__setattr__(self, "run_dir", Path(os.path.abspath(self.run_dir)))
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,9 @@ class Stage:
     # Raises UserError for a config this stage would fail on, from the config alone; the pipeline checks
     # every stage it runs before the first starts, so no failure waits behind hours of earlier stages.
     check: Optional[Callable[[ExperimentConfig], None]] = None
+    # The stage's summary in a few words, for the console line that says it is done (the manifest keeps
+    # the summary in full).
+    headline: Optional[Callable[[dict[str, Any]], str]] = None
 
     def output_dirs(self, ctx: StageContext) -> list[Path]:
         return self.outputs(ctx) if self.outputs else [ctx.run_dir / self.name]

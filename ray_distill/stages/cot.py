@@ -15,7 +15,7 @@ from ray_distill.generation.store import RecordStore
 from ray_distill.stages.base import Stage, StageContext
 from ray_distill.stages.items import cot_items
 from ray_distill.stages.paths import cot_dir, cot_settings
-from ray_distill.stages.services import run_rollouts, store_summary
+from ray_distill.stages.services import run_rollouts, store_headline, store_summary
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
@@ -36,4 +36,5 @@ STAGE = Stage(
     inputs=("models", "questions", "cot"),
     run=_run,
     is_complete=_is_complete,
+    headline=store_headline,
 )

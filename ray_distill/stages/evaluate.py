@@ -21,7 +21,7 @@ import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from torch.utils.tensorboard import SummaryWriter
 
@@ -159,6 +159,10 @@ def _is_complete(ctx: StageContext) -> bool:
     return True
 
 
+def _percent(fraction: Optional[float]) -> str:
+    return "n/a" if fraction is None else f"{100 * fraction:.1f}%"
+
+
 def _items_digest(items: list[RolloutItem]) -> str:
     return hashlib.sha256(json.dumps(sorted(item.key for item in items)).encode()).hexdigest()[:16]
 
@@ -170,4 +174,6 @@ STAGE = Stage(
     run=_run,
     is_complete=_is_complete,
     tensorboard=True,
+    headline=lambda summary: "; ".join(
+        f"{label} ({s['method']}): {_percent(s['average'])} average accuracy" for label, s in summary.items()),
 )

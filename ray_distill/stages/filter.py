@@ -85,9 +85,16 @@ def _is_complete(ctx: StageContext) -> bool:
     return path.is_file() and json.loads(path.read_text()) == _sources(ctx)
 
 
+def _headline(summary: dict[str, Any]) -> str:
+    kept = [f"kept {s['kept']} of {s['records']} {what}" for what, s in
+            (("trajectories", summary["trajectories"]), ("CoT answers", summary.get("cot"))) if s]
+    return ", ".join(kept) + (f" ({summary['judge_calls']} judge calls)" if summary["judge_calls"] else "")
+
+
 STAGE = Stage(
     name="filter",
     inputs=("models", "questions", "generate", "cot", "retrieval", "index", "scoring", "filter"),
     run=_run,
     is_complete=_is_complete,
+    headline=_headline,
 )

@@ -19,7 +19,7 @@ from ray_distill.generation.store import RecordStore
 from ray_distill.stages.base import Stage, StageContext
 from ray_distill.stages.items import generate_items
 from ray_distill.stages.paths import generate_dir, generate_settings
-from ray_distill.stages.services import run_rollouts, store_summary
+from ray_distill.stages.services import run_rollouts, store_headline, store_summary
 
 
 def agent_config(ctx: StageContext) -> AgentConfig:
@@ -48,4 +48,5 @@ STAGE = Stage(
     inputs=("models", "questions", "generate", "cot", "retrieval", "index"),
     run=_run,
     is_complete=_is_complete,
+    headline=store_headline,
 )

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from ray_distill.data.world import read_manifest
 from ray_distill.distributed.cluster import require_resources
-from ray_distill.distributed.indexing import build_indexes, embed_shard, has_embeddings
+from ray_distill.distributed.indexing import build_indexes, embed_shard, has_embeddings, passage_count
 from ray_distill.errors import ConfigError, DataError
 from ray_distill.fileio import write_json_atomic
 from ray_distill.models import resolve_embedder
@@ -58,7 +58,7 @@ def _split(ctx: StageContext, out: Path, files: list[str]) -> dict:
         shutil.rmtree(old)
     split.unlink(missing_ok=True)
     read = [0]
-    with tqdm(desc="split corpus", unit=" passages", disable=not ctx.progress) as bar:
+    with tqdm(desc="split corpus", unit=" passages", disable=not ctx.progress, file=ctx.console) as bar:
         def seen(count: int) -> None:
             read[0] += count
             bar.update(count)
@@ -87,9 +87,12 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     require_resources({}, {"index.resources": ctx.config.index.resources})
     start = time.perf_counter()
     missing = [d for d in directories if not has_embeddings(d, embedder)]
-    for directory in tqdm(missing, desc="embed shards", unit=" shard", disable=not ctx.progress):
-        embed_shard(directory, embedder, ctx.config.index.encoders, ctx.config.index.batch_size,
-                    ctx.config.index.encoder_cpus, ctx.config.index.resources, ctx.config.index.encoder_gpus)
+    with tqdm(total=sum(passage_count(d) for d in missing), desc=f"embed {len(missing)} shard(s)", unit=" passages",
+              disable=not ctx.progress or not missing, file=ctx.console) as bar:
+        for directory in missing:
+            embed_shard(directory, embedder, ctx.config.index.encoders, ctx.config.index.batch_size,
+                        ctx.config.index.encoder_cpus, ctx.config.index.resources, ctx.config.index.encoder_gpus,
+                        progress=bar.update)
     timings["embed_seconds"] = round(time.perf_counter() - start, 1)
 
     start = time.perf_counter()
@@ -106,10 +109,16 @@ def _run(ctx: StageContext) -> dict[str, Any]:
             "kind": kind.factory(), "embedded_shards": len(missing), "built_shards": len(todo), **timings}
 
 
+def _headline(summary: dict[str, Any]) -> str:
+    return (f"{summary['passages']} passages in {summary['shards']} shard(s), {summary['kind']} over "
+            f"{summary['embedder']}; embedded {summary['embedded_shards']}, indexed {summary['built_shards']}")
+
+
 STAGE = Stage(
     name="index",
     inputs=("index", "models"),
     run=_run,
     is_complete=index_built,
     outputs=lambda ctx: [index_dir(ctx)],
+    headline=_headline,
 )

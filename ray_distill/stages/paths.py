@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from ray_distill.agent import prompts
 from ray_distill.data.benchmarks import default_data_dir
 from ray_distill.data.datasets import file_digest, set_file
 from ray_distill.errors import ConfigError
+from ray_distill.generation.records import TRAJECTORY_LAYOUT
 from ray_distill.stages.base import StageContext
 from ray_distill.training.export import EXPORT_INFO
 
@@ -34,6 +36,15 @@ _RUNTIME_ONLY = ("cpus_per_worker", "resources", "checkpoint_every", "keep_check
                  "gradient_checkpointing", "attention", "loss_kernel", "gpu_memory_gib")
 
 
+def portable(ctx: StageContext, settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` with the run directory (absolute, or as run.dir spells it, which config interpolations
+    copy) written as ${run.dir}: a run moved, or fetched from run.storage into another place, keeps its
+    stores."""
+    spellings = sorted({str(ctx.run_dir), str(ctx.config.run.dir).rstrip("/")}, key=len, reverse=True)
+    where = "|".join(re.escape(json.dumps(s)[1:-1]) for s in spellings)
+    return json.loads(re.sub(f"(?<=[\"'])(?:{where})(?=[/\"'])", "${run.dir}", json.dumps(settings)))
+
+
 def settings_dir(base: Path, settings: dict[str, Any]) -> Path:
     """The directory for one set of settings under `base` (a hash of them)."""
     return base / hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
@@ -42,11 +53,11 @@ def settings_dir(base: Path, settings: dict[str, Any]) -> Path:
 # --- world and index -------------------------------------------------------------------------------
 
 def world_dir(ctx: StageContext) -> Path:
-    return Path(ctx.config.world.out_dir) if ctx.config.world.out_dir else ctx.run_dir / "world"
+    return Path(os.path.abspath(ctx.config.world.out_dir)) if ctx.config.world.out_dir else ctx.run_dir / "world"
 
 
 def index_dir(ctx: StageContext) -> Path:
-    return Path(ctx.config.index.out_dir) if ctx.config.index.out_dir else ctx.run_dir / "index"
+    return Path(os.path.abspath(ctx.config.index.out_dir)) if ctx.config.index.out_dir else ctx.run_dir / "index"
 
 
 def shard_dirs(directory: Path) -> list[Path]:
@@ -86,8 +97,8 @@ def retrieval_settings(ctx: StageContext) -> dict[str, Any]:
 # --- the teacher's data ----------------------------------------------------------------------------
 
 def cot_settings(ctx: StageContext) -> dict[str, Any]:
-    return {"model": ctx.config.models.teacher, "prompt_version": prompts.COT_PROMPT_VERSION,
-            "cot": asdict(ctx.config.cot), **source_settings(ctx)}
+    return portable(ctx, {"model": ctx.config.models.teacher, "prompt_version": prompts.COT_PROMPT_VERSION,
+                          "cot": asdict(ctx.config.cot), **source_settings(ctx)})
 
 
 def cot_dir(ctx: StageContext) -> Path:
@@ -98,9 +109,10 @@ def cot_dir(ctx: StageContext) -> Path:
 def generate_settings(ctx: StageContext) -> dict[str, Any]:
     g = ctx.config.generate
     stage = {k: v for k, v in asdict(g).items() if k != "samples"}  # more samples add keys to the same store
-    return {"model": ctx.config.models.teacher, "prompt_version": prompts.PROMPT_VERSION, "generate": stage,
-            "ftp_source": cot_dir(ctx).name if g.ftp else None, "retrieval": retrieval_settings(ctx),
-            **source_settings(ctx)}
+    return portable(ctx, {"model": ctx.config.models.teacher, "prompt_version": prompts.PROMPT_VERSION,
+                          "layout": TRAJECTORY_LAYOUT, "generate": stage,
+                          "ftp_source": cot_dir(ctx).name if g.ftp else None, "retrieval": retrieval_settings(ctx),
+                          **source_settings(ctx)})
 
 
 def generate_dir(ctx: StageContext) -> Path:
@@ -145,6 +157,12 @@ def student_model_dir(ctx: StageContext) -> Path:
     return train_dir(ctx) / "model"
 
 
+def trained_students(run_dir: Path) -> list[Path]:
+    """Every exported student under `run_dir` (one per training run: a sweep trains several), oldest first."""
+    exports = (run_dir / "train").glob(f"*/*/model/{EXPORT_INFO}")
+    return [info.parent for info in sorted(exports, key=lambda p: p.stat().st_mtime_ns)]
+
+
 # --- evaluation, sweep and report ------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -184,13 +202,15 @@ def evaluate_settings(ctx: StageContext, model: EvaluatedModel) -> dict[str, Any
     elif e.sag == 1:
         unused |= {"sag_temperature", "sag_top_p"}
     export = Path(model.name) / EXPORT_INFO
-    return {"model": model.name, "student": model.student, "training": model.training,
-            # A retrained export is evaluated anew.
-            "model_export": file_digest(export) if model.training is not None and export.is_file() else None,
-            "evaluate": {k: v for k, v in asdict(e).items() if k not in unused},
-            "prompt_version": prompts.PROMPT_VERSION if e.mode == "agent" else prompts.COT_PROMPT_VERSION,
-            "engine": repr(c.student_engine.spec(model.name)), "questions": set_digests(ctx, e.sets),
-            "retrieval": retrieval_settings(ctx) if e.mode == "agent" else None}
+    return portable(ctx, {
+        "model": model.name, "student": model.student, "training": model.training,
+        # A retrained export is evaluated anew.
+        "model_export": file_digest(export) if model.training is not None and export.is_file() else None,
+        "evaluate": {k: v for k, v in asdict(e).items() if k not in unused},
+        "prompt_version": prompts.PROMPT_VERSION if e.mode == "agent" else prompts.COT_PROMPT_VERSION,
+        "layout": TRAJECTORY_LAYOUT if e.mode == "agent" else None,
+        "engine": repr(c.student_engine.spec(model.name)), "questions": set_digests(ctx, e.sets),
+        "retrieval": retrieval_settings(ctx) if e.mode == "agent" else None})
 
 
 def evaluate_dir(ctx: StageContext, model: EvaluatedModel) -> Path:

@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, TextIO
 
 from ray_distill.config import ExperimentConfig, to_yaml
 from ray_distill.errors import UserError
@@ -43,8 +43,10 @@ def run_pipeline(
     *,
     force: bool = False,
     progress: bool = True,
+    console: Optional[TextIO] = None,
 ) -> dict[str, Any]:
-    """Run `stages` (default: config.run.stages); returns the run manifest."""
+    """Run `stages` (default: config.run.stages); returns the run manifest. Progress bars go to `console`
+    (default: stderr)."""
     names = list(config.run.stages if stages is None else stages)
     unknown = [n for n in names if n not in STAGES]
     if unknown:
@@ -63,7 +65,7 @@ def run_pipeline(
         fetched = storage.pull()
         log.info("run storage %s: %d file(s) fetched into %s", storage.uri, fetched, run_dir)
     (run_dir / "config.yaml").write_text(to_yaml(config))
-    ctx = StageContext(config=config, run_dir=run_dir, progress=progress)
+    ctx = StageContext(config=config, run_dir=run_dir, progress=progress, console=console)
     manifest = read_run_manifest(run_dir)
 
     try:
@@ -81,7 +83,9 @@ def run_pipeline(
             try:
                 with PeriodicPush(storage, stage.output_dirs(ctx), config.run.storage_interval):
                     summary = stage.run(ctx)
-            except BaseException:
+            except BaseException as e:
+                if not isinstance(e, KeyboardInterrupt):
+                    log.error("[%s] failed after %.1f s", name, time.time() - start)
                 if storage:  # what the failed stage finished is not lost with the cluster
                     ctx.services.close()  # not holding GPUs through the copy
                     _push_after_failure(storage, stage.output_dirs(ctx))
@@ -96,7 +100,9 @@ def run_pipeline(
             if storage:  # the outputs, then the manifest that says they are complete
                 storage.push(stage.output_dirs(ctx))
                 storage.push([run_dir / MANIFEST, run_dir / "config.yaml"])
-            log.info("[%s] done in %.1f s: %s", name, time.time() - start, json.dumps(summary))
+            # The summary in full is in the manifest; the console gets its headline.
+            log.info("[%s] done in %.1f s%s", name, time.time() - start,
+                     f": {stage.headline(summary)}" if stage.headline else "")
             _log_locations(ctx, stage, storage)
     finally:
         ctx.services.close()

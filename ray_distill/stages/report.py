@@ -66,4 +66,5 @@ STAGE = Stage(
     inputs=(),
     run=_run,
     is_complete=_is_complete,
+    headline=lambda summary: f"the tables of {summary['evaluations']} evaluation(s)",
 )

@@ -49,7 +49,7 @@ def engine_replicas(ctx: StageContext, engine, model: str) -> EngineRouter:
     def start():
         log.info("starting %d replica(s) of %s (%s backend)", engine.replicas, model, engine.backend)
         router = EngineRouter.launch(spec, engine.replicas, placement)
-        log.info("engine replicas placed: %s", router.placement)
+        log.debug("engine replicas placed: %s", router.placement)
         return router
 
     return ctx.services.get(("engine", repr(spec), engine.replicas, placement), start,
@@ -150,7 +150,7 @@ def run_rollouts(ctx: StageContext, items: list[RolloutItem], store, spec_fields
         spec = RolloutSpec(engine_replicas=tuple(engine.replicas), model=engine.model, **spec_fields, **retrieval)
         return stream_outcomes(todo, spec, workers=r.workers, worker_cpus=r.worker_cpus, resources=r.resources)
 
-    return run_items(items, store, stream, progress=ctx.progress, desc=desc)
+    return run_items(items, store, stream, progress=ctx.progress, desc=desc, console=ctx.console)
 
 
 def store_summary(store, run: dict[str, Any]) -> dict[str, Any]:
@@ -159,6 +159,14 @@ def store_summary(store, run: dict[str, Any]) -> dict[str, Any]:
     failures = Counter(error_kind(f["error"]) for f in store.failures())
     return {"dir": str(store.directory), "records": len(store), **run, "by_set": summarize(store.read(columns)),
             "failed_tries_by_kind": dict(failures)}
+
+
+def store_headline(summary: dict[str, Any]) -> str:
+    """A store summary in a few words: records, how many this run added, how many are correct."""
+    sets = summary["by_set"].values()
+    line = (f"{summary['records']} records ({summary['stored']} new), "
+            f"{sum(s['correct'] for s in sets)} of {sum(s['records'] for s in sets)} correct")
+    return line + (f", {summary['failed_attempts']} failed tries" if summary["failed_attempts"] else "")
 
 
 # --- the judge -------------------------------------------------------------------------------------

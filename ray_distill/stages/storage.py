@@ -162,7 +162,7 @@ class RunStorage:
     def _run(self, work, items: list, description: str) -> None:
         if not items:
             return
-        log.info("%s: %d file(s)", description, len(items))
+        log.debug("%s: %d file(s)", description, len(items))  # the stage's "stored at" line says where
         with ThreadPoolExecutor(_THREADS) as pool:
             for _ in pool.map(work, items):
                 pass

@@ -45,7 +45,8 @@ def _teacher_data(ctx: StageContext) -> None:
     """The cot, generate and filter stages for each FTP setting the trials train on (done ones are skipped)."""
     s = ctx.config.sweep
     for config in teacher_settings(ctx.config):
-        teacher = StageContext(config=config, run_dir=ctx.run_dir, progress=ctx.progress, services=ctx.services)
+        teacher = StageContext(config=config, run_dir=ctx.run_dir, progress=ctx.progress, console=ctx.console,
+                               services=ctx.services)
         needed = ("cot", "generate", "filter") if (config.generate.ftp or s.cot_distill) else ("generate", "filter")
         for name in needed:
             if not load(name).is_complete(teacher):
@@ -129,7 +130,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     out = sweep_dir(ctx)
     name = time.strftime("tune-%Y%m%d-%H%M%S")
     outcomes = run_tune(functools.partial(_trainable, configs, str(ctx.run_dir.resolve())), list(configs),
-                        out, name, ctx.config.sweep.trial_cpus, at_once)
+                        out, name, ctx.config.sweep.trial_cpus, at_once, ctx.progress, ctx.console)
     order = {key: i for i, key in enumerate(configs)}
     outcomes.sort(key=lambda o: order.get((o["student"], o["method"]), len(order)))
     (out / "trials.md").write_text(trials_table(outcomes))
@@ -164,4 +165,5 @@ STAGE = Stage(
     outputs=lambda ctx: [ctx.run_dir / name for name in ("cot", "generate", "filter", "train", "evaluate", "sweep")],
     tensorboard=True,
     check=_check,
+    headline=lambda summary: f"{summary['trials']} trials, {summary['at_once']} at a time; the table: {summary['table']}",
 )

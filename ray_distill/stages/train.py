@@ -13,10 +13,14 @@ checkpoint.
 from __future__ import annotations
 
 import json
+import os
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from ray_distill.distributed.cluster import require_resources
 from ray_distill.distributed.resources import pick, requirement, roles
@@ -28,6 +32,7 @@ from ray_distill.models.cache import torch_extensions_dir
 from ray_distill.models.resolve import resolve_model
 from ray_distill.stages.base import Stage, StageContext
 from ray_distill.stages.paths import student_model_dir, train_dir, train_settings, train_source
+from ray_distill.training.data_order import steps_per_epoch
 from ray_distill.training.export import EXPORT_INFO, export_student
 from ray_distill.training.loop import CHECKPOINT_TAG
 from ray_distill.training.sft_data import build_sft
@@ -73,7 +78,9 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     job = TrainJob(model_dir=str(model_dir.resolve()), data_dir=str((out / "sft").resolve()),
                    storage_dir=str((out / "ray").resolve()), log_dir=str((out / "logs").resolve()),
                    num_sequences=sft["sequences"], torch_extensions_dir=str(torch_extensions_dir()))
-    result = fit_student(t, job)
+    total_steps = steps_per_epoch(sft["sequences"], t.global_batch_size) * t.epochs
+    with _step_bar(ctx, Path(job.log_dir) / "steps.jsonl", total_steps):
+        result = fit_student(t, job)
     metrics = result["metrics"]
     summary = {"dir": str(out), "sft": sft, "steps": metrics.get("step"), "total_steps": metrics.get("total_steps"),
                "final_loss": metrics.get("loss"), **json.loads((out / "logs" / COMPUTE_FILE).read_text()),
@@ -83,6 +90,65 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     export_student(Path(result["checkpoint"]), CHECKPOINT_TAG, model_dir, t, student_model_dir(ctx),
                    {"student": c.models.student, "steps": metrics["step"], "final_loss": metrics.get("loss")})
     return {**summary, "model": str(student_model_dir(ctx))}
+
+
+@contextmanager
+def _step_bar(ctx: StageContext, steps_log: Path, total: int) -> Iterator[None]:
+    """The stage's progress bar, drawn here on the driver from the step log, where rank 0 writes a line per
+    optimizer step (the run directory is on storage every node mounts): a bar drawn in a Ray Train worker
+    would reach the driver as the worker's output, which goes to the run's log file."""
+    if not ctx.progress:
+        yield
+        return
+    steps, stop = _LineCount(steps_log), threading.Event()
+    with tqdm(total=total, desc="train steps", unit=" step", file=ctx.console, dynamic_ncols=True) as bar:
+        def show() -> None:
+            done = steps()
+            if done != bar.n:  # fewer after a restart, which replaces the log from its checkpoint on
+                bar.update(done - bar.n)
+
+        def follow() -> None:
+            while not stop.wait(1.0):
+                show()
+
+        thread = threading.Thread(target=follow, name="train-step-bar", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            show()
+
+
+class _LineCount:
+    """The complete lines of a file that grows by appends, read incrementally; a file replaced (as a
+    resumed StepLog replaces its own, keeping the steps up to the checkpoint) is counted anew."""
+
+    def __init__(self, path: Path):
+        self.path, self.inode, self.offset, self.lines = path, None, 0, 0
+
+    def __call__(self) -> int:
+        try:
+            with open(self.path, "rb") as handle:
+                inode = os.fstat(handle.fileno()).st_ino
+                if inode != self.inode:
+                    self.inode, self.offset, self.lines = inode, 0, 0
+                handle.seek(self.offset)
+                new = handle.read()
+        except FileNotFoundError:
+            return self.lines
+        complete = new[:new.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        self.lines += complete.count(b"\n")
+        return self.lines
+
+
+def _headline(summary: dict[str, Any]) -> str:
+    loss = summary["final_loss"]
+    line = (f"{summary['steps']} of {summary['total_steps']} steps on {summary['sft']['sequences']} sequences"
+            + (f", final loss {loss:.3f}" if loss is not None else ""))
+    return line + ("; stopped at train.stop_after_steps, run again to continue" if "stopped" in summary else "")
 
 
 def _check(config) -> None:
@@ -101,4 +167,5 @@ STAGE = Stage(
     is_complete=_is_complete,
     tensorboard=True,
     check=_check,
+    headline=_headline,
 )

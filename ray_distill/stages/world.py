@@ -23,6 +23,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
             test_fraction=w.test_fraction,
             shard_size=w.shard_size,
             progress=ctx.progress,
+            console=ctx.console,
         )
     except ValueError as e:  # more questions than the world can hold
         raise ConfigError(f"world: {e}; lower world.num_fact_questions / num_math_questions "
@@ -42,10 +43,17 @@ def _is_complete(ctx: StageContext) -> bool:
     return manifest is not None and all((world_dir(ctx) / f).is_file() for f in manifest["corpus"])
 
 
+def _headline(summary: dict[str, Any]) -> str:
+    questions = summary["questions"]
+    return (f"{summary['passages']} passages, {sum(questions.values())} questions ("
+            + ", ".join(f"{name} {count}" for name, count in questions.items()) + ")")
+
+
 STAGE = Stage(
     name="world",
     inputs=("world",),
     run=_run,
     is_complete=_is_complete,
     outputs=lambda ctx: [world_dir(ctx)],
+    headline=_headline,
 )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional, TextIO
 
 from tqdm import tqdm
 
@@ -37,8 +37,10 @@ def write_world(
     test_fraction: float,
     shard_size: int = 1_000_000,
     progress: bool = True,
+    console: Optional[TextIO] = None,
 ) -> dict[str, Any]:
-    """Generate the world of `seed` into `out_dir`; returns the manifest."""
+    """Generate the world of `seed` into `out_dir`; returns the manifest. The progress bar goes to `console`
+    (default: stderr)."""
     out = Path(out_dir)
     (out / "corpus").mkdir(parents=True, exist_ok=True)
     (out / "questions").mkdir(parents=True, exist_ok=True)
@@ -47,7 +49,7 @@ def write_world(
 
     passages = tqdm(
         iter_passages(world), total=world.layout.num_passages, desc="world passages",
-        unit="psg", disable=not progress, mininterval=1.0,
+        unit="psg", disable=not progress, mininterval=1.0, file=console,
     )
     shards = _write_shards(passages, out / "corpus", shard_size)
 
