@@ -122,6 +122,23 @@ def test_the_command_names_a_bad_target_in_one_line(tmp_path, capsys):
     assert "no such run directory or config" in capsys.readouterr().err
 
 
+def test_a_config_with_run_storage_views_the_run_fetched_from_it(run_dir, tmp_path):
+    """A run made on a cluster that is gone: the config names where it was stored, and the viewer fetches
+    it into run.dir first, as `ray-distill run` would."""
+    from ray_distill.cli.view import run_directory
+    from ray_distill.stages.storage import RunStorage
+
+    stored = tmp_path / "bucket"
+    RunStorage(str(stored), run_dir).push([run_dir / name for name in ("manifest.json", "generate", "filter")])
+    config = tmp_path / "config.yaml"
+    fresh = tmp_path / "fresh"
+    config.write_text(f"run:\n  dir: {fresh}\n  storage: {stored}\n")
+    assert run_directory(str(config)) == fresh
+    assert (fresh / FILTER).read_bytes() == (run_dir / FILTER).read_bytes()
+    rows = get(fresh, link("/trajectories", store=GENERATE))["trajectory-row"]
+    assert len(rows) == 40
+
+
 def test_filters_select_the_records_they_name(run_dir):
     files, index = [run_dir / FILTER], LightIndex()
     expected = {r: [n for n in range(40) if EXPECTED_REASON[KINDS[n % 5]] == r] for r in ("incorrect", "no_answer")}
