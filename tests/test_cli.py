@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -116,11 +117,11 @@ def test_chat_without_an_index_names_the_command_that_builds_it(tmp_path, capsys
     assert not any(tmp_path.iterdir())  # opening a retriever runs no stage
 
 
-def _export(run_dir: Path, label: str, tiny_model: Path) -> Path:
+def _export(run_dir: Path, label: str, tiny_model: Path, export: Optional[Path] = None) -> Path:
     """A trained student's export as the train stage leaves it (the tiny model's weights stand in)."""
     from ray_distill.training.export import EXPORT_INFO
 
-    export = run_dir / "train" / label / f"{len(label):012d}" / "model"
+    export = export or run_dir / "train" / label / f"{len(label):012d}" / "model"
     shutil.copytree(tiny_model, export)
     (export / EXPORT_INFO).write_text(json.dumps({"student": "tiny-random", "steps": 3}))
     return export
@@ -148,6 +149,13 @@ def test_chat_picks_the_runs_distilled_student_and_asks_which_one_when_a_sweep_t
         chat_model(config, None, None)
     assert "holds 2 distilled students" in str(several.value)
     assert str(first) in str(several.value) and str(second) in str(several.value)
+    # the config's own student, where it trained one, is the one it means
+    from ray_distill.stages.base import StageContext
+    from ray_distill.stages.paths import student_model_dir
+
+    own = student_model_dir(StageContext(config, tmp_path))
+    _export(tmp_path, "agent-ftp", tiny_model, own)
+    assert chat_model(config, None, None).spec.model == str(own)
 
 
 @pytest.mark.slow

@@ -139,6 +139,37 @@ def test_a_config_with_run_storage_views_the_run_fetched_from_it(run_dir, tmp_pa
     assert len(rows) == 40
 
 
+def test_only_requests_addressed_to_loopback_are_answered(run_dir):
+    """DNS rebinding: a page elsewhere names its own host, resolved to 127.0.0.1; the viewer refuses it."""
+    async def fetch():
+        async with TestClient(TestServer(make_app(run_dir))) as client:
+            ours = (await client.get("/", headers={"Host": "localhost:8765"})).status
+            theirs = (await client.get("/", headers={"Host": "attacker.example:8765"})).status
+            return ours, theirs
+
+    assert asyncio.run(fetch()) == (200, 421)
+
+
+def test_an_empty_store_and_wild_numbers_give_pages_not_errors(run_dir, tmp_path):
+    empty = tmp_path / "run"
+    shutil.copytree(run_dir, empty)
+    for part in (empty / GENERATE / "parts").iterdir():
+        part.unlink()  # a generate stage that has just started
+    answers = get_pages(empty, [link("/trajectories", store=GENERATE, dataset=FACT, text="capital"),
+                                link("/trajectory", store=GENERATE, dataset=FACT, example_id="q00000",
+                                     sample=10 ** 20)])
+    assert [status for status, *_ in answers.values()] == [200, 404]
+
+
+def test_a_training_run_whose_tokenizer_is_not_here_shows_token_ids(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    shutil.rmtree(copy / TRAIN / "model", ignore_errors=True)
+    (copy / TRAIN / "settings.json").write_text('{"student": "no-such-org/no-such-model"}')
+    tokens = get(copy, link("/training", run=TRAIN))["token"]
+    assert tokens and all(t["text"] == f"[{t['data-id']}]" for t in tokens)
+
+
 def test_filters_select_the_records_they_name(run_dir):
     files, index = [run_dir / FILTER], LightIndex()
     expected = {r: [n for n in range(40) if EXPECTED_REASON[KINDS[n % 5]] == r] for r in ("incorrect", "no_answer")}

@@ -1,7 +1,7 @@
 """`ray-distill chat`: ask the agent a question and watch it work, step by step.
 
-`--model` picks who answers: the run's distilled student (the default where the run trained exactly
-one), the base student, the teacher, or any model name or path. A student answers as it was trained
+`--model` picks who answers: the distilled student (the default once the run has one: the config's
+own export, else the run's only one), the base student, the teacher, or any model name or path. A student answers as it was trained
 and evaluated (the student's system prompt, no worked examples); the teacher with its own prompt and
 examples.
 """
@@ -21,7 +21,8 @@ from ray_distill.config import ExperimentConfig
 from ray_distill.engines import SamplingParams
 from ray_distill.engines.spec import EngineSpec
 from ray_distill.errors import UserError
-from ray_distill.stages.paths import trained_students
+from ray_distill.stages.base import StageContext
+from ray_distill.stages.paths import student_model_dir, trained_students
 from ray_distill.stages.services import open_retriever
 from ray_distill.tools.sandbox import SandboxPolicy, SandboxPool
 from ray_distill.training.export import EXPORT_INFO
@@ -42,8 +43,11 @@ def _describe(export: Path) -> str:
 
 
 def _distilled(config: ExperimentConfig, required: bool, interactive: bool) -> Optional[Path]:
-    """The run's one distilled student; with several (a sweep), the one the user picks."""
+    """The config's own distilled student; else the run's one; with several (a sweep), the one the user picks."""
     run_dir = Path(config.run.dir)
+    own = student_model_dir(StageContext(config, run_dir))
+    if (own / EXPORT_INFO).is_file():
+        return own
     found = trained_students(run_dir)
     if len(found) == 1:
         return found[0]

@@ -40,7 +40,10 @@ def portable(ctx: StageContext, settings: dict[str, Any]) -> dict[str, Any]:
     """`settings` with the run directory (absolute, or as run.dir spells it, which config interpolations
     copy) written as ${run.dir}: a run moved, or fetched from run.storage into another place, keeps its
     stores."""
-    spellings = sorted({str(ctx.run_dir), str(ctx.config.run.dir).rstrip("/")}, key=len, reverse=True)
+    spellings = sorted({s for s in (str(ctx.run_dir), str(ctx.config.run.dir).rstrip("/")) if s.strip("/.")},
+                       key=len, reverse=True)
+    if not spellings:  # run.dir is / or .: nothing in the settings can be told apart from it
+        return settings
     where = "|".join(re.escape(json.dumps(s)[1:-1]) for s in spellings)
     return json.loads(re.sub(f"(?<=[\"'])(?:{where})(?=[/\"'])", "${run.dir}", json.dumps(settings)))
 

@@ -136,7 +136,7 @@ class _LineCount:
                     self.inode, self.offset, self.lines = inode, 0, 0
                 handle.seek(self.offset)
                 new = handle.read()
-        except FileNotFoundError:
+        except OSError:  # not written yet, or the shared storage hiccuped: the bar waits, training goes on
             return self.lines
         complete = new[:new.rfind(b"\n") + 1]
         self.offset += len(complete)

@@ -9,6 +9,7 @@ requests. Nothing here opens a file of the run for writing.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -101,8 +102,9 @@ def _store(request: web.Request) -> Optional[run.Store]:
 
 
 def _int(request: web.Request, name: str, default: int) -> int:
+    """A page or sample number from the query, within what a Parquet int32 column holds."""
     try:
-        return int(request.query.get(name, default))
+        return max(-2**31, min(int(request.query.get(name, default)), 2**31 - 1))
     except ValueError:
         return default
 
@@ -209,8 +211,22 @@ async def _index_on_startup(app: web.Application) -> None:
     print(f"indexed {records:,} records in {stores} stores in {time.perf_counter() - start:.1f} s", flush=True)
 
 
-def make_app(run_dir: Path) -> web.Application:
-    app = web.Application()
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@web.middleware
+async def _loopback_names_only(request: web.Request, handler) -> web.StreamResponse:
+    """A viewer on loopback answers only requests that name a loopback host: a web page elsewhere could
+    otherwise point a name of its own at 127.0.0.1 (DNS rebinding) and read the run through the browser."""
+    if (request.url.host or "").strip("[]") not in LOOPBACK:
+        return web.Response(status=421, text="this viewer answers requests addressed to its loopback address only")
+    return await handler(request)
+
+
+def make_app(run_dir: Path, loopback: bool = True) -> web.Application:
+    """The viewer over `run_dir`; `loopback`: it listens on a loopback address (and answers only requests
+    addressed to one)."""
+    app = web.Application(middlewares=[_loopback_names_only] if loopback else [])
     app[RUN_DIR] = Path(run_dir)
     app[INDEX] = LightIndex()
     app[TEMPLATES] = _environment()
@@ -229,7 +245,9 @@ def make_app(run_dir: Path) -> web.Application:
 
 def serve(run_dir: Path, host: str, port: int) -> None:
     """Serve the viewer until interrupted, after printing its address."""
-    app = make_app(run.check_run_dir(Path(run_dir)))
+    # The viewer shows what this machine has: a student's tokenizer is read from the HF cache, never fetched.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    app = make_app(run.check_run_dir(Path(run_dir)), loopback=host in LOOPBACK)
     shown = f"[{host}]" if ":" in host else host
     print(f"viewing {run_dir}: indexing its record stores", flush=True)
     # run_app prints once the stores are indexed and the server listens

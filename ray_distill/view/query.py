@@ -122,6 +122,8 @@ def _equal_or_none(column: pa.ChunkedArray, value: str) -> pa.ChunkedArray:
 
 def _mask(table: pa.Table, filters: Filters) -> Optional[pa.ChunkedArray]:
     names = set(table.column_names)
+    if not table.num_rows:  # a store with no part yet has no columns to filter on
+        return None
     conditions = []
     if filters.dataset:
         conditions.append(pc.equal(table["dataset"], filters.dataset))

@@ -19,14 +19,20 @@ SEQUENCES = Path("sft") / "sequences.parquet"
 _tokenizer_lock = threading.Lock()
 
 
-def tokenizer_dir(train_dir: Path, settings: dict) -> Path:
-    """The run's own export when it has one (its tokenizer is what it trained with), else the base student."""
+def tokenizer_dir(train_dir: Path, settings: dict) -> Optional[Path]:
+    """The run's own export when it has one (its tokenizer is what it trained with), else the base student's
+    files where this machine has them; None when it has neither (the page then shows token ids)."""
     export = train_dir / "model"
     if (export / "tokenizer_config.json").is_file():
         return export
+    if not settings.get("student"):
+        return None
     from ray_distill.models.resolve import resolve_model
 
-    return resolve_model(settings["student"])
+    try:
+        return resolve_model(settings["student"])
+    except Exception:  # a hub model not in the cache (the viewer never downloads), or files gone
+        return None
 
 
 @lru_cache(maxsize=8)
@@ -44,8 +50,11 @@ def _load_decoder(directory: str) -> Callable[[list[int]], list[str]]:
     return lambda ids: slow.batch_decode([[i] for i in ids])
 
 
-def decoder(directory: Path) -> Callable[[list[int]], list[str]]:
-    """Token ids to their texts one by one, with the tokenizer at `directory` (loaded once)."""
+def decoder(directory: Optional[Path]) -> Callable[[list[int]], list[str]]:
+    """Token ids to their texts one by one, with the tokenizer at `directory` (loaded once); without one,
+    each token shows as its id."""
+    if directory is None:
+        return lambda ids: [f"[{i}]" for i in ids]
     with _tokenizer_lock:  # two first requests at once would each load it
         return _load_decoder(str(directory))
 
