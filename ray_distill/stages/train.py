@@ -74,10 +74,11 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
     ctx.services.close()  # the teacher's replicas would hold the CPUs and GPUs the workers need
     require_resources(*requirement(pick(roles(c), "train worker")))
-    # Absolute: Ray Train runs each worker in a folder of its own, where a relative run.dir would land.
-    job = TrainJob(model_dir=str(model_dir.resolve()), data_dir=str((out / "sft").resolve()),
-                   storage_dir=str((out / "ray").resolve()), log_dir=str((out / "logs").resolve()),
-                   num_sequences=sft["sequences"], torch_extensions_dir=str(torch_extensions_dir()))
+    # Absolute, as Ray Train runs each worker in a folder of its own: the run's paths are (StageContext), a
+    # student named by a relative path is made so here.
+    job = TrainJob(model_dir=str(model_dir.resolve()), data_dir=str(out / "sft"), storage_dir=str(out / "ray"),
+                   log_dir=str(out / "logs"), num_sequences=sft["sequences"],
+                   torch_extensions_dir=str(torch_extensions_dir()))
     total_steps = steps_per_epoch(sft["sequences"], t.global_batch_size) * t.epochs
     with _step_bar(ctx, Path(job.log_dir) / "steps.jsonl", total_steps):
         result = fit_student(t, job)

@@ -12,7 +12,9 @@ from typing import Any, Callable, Optional
 import pyarrow.parquet as pq
 from markupsafe import Markup, escape
 
+from ray_distill.fileio import read_jsonl
 from ray_distill.view.query import read_row
+from ray_distill.view.run import read_json
 
 IGNORE_INDEX = -100  # a label the loss skips (the training code's masking value)
 SEQUENCES = Path("sft") / "sequences.parquet"
@@ -102,18 +104,10 @@ def sequence(train_dir: Path, number: int) -> Optional[dict]:
 
 def steps(train_dir: Path) -> list[dict]:
     """The logged optimizer steps (a line torn by a run still writing is skipped)."""
-    path = train_dir / "logs" / "steps.jsonl"
-    found = []
     try:
-        lines = path.read_text().splitlines()
-    except OSError:
+        return read_jsonl(train_dir / "logs" / "steps.jsonl")
+    except OSError:  # unreadable: the page shows no curve
         return []
-    for line in lines:
-        try:
-            found.append(json.loads(line))
-        except ValueError:
-            continue
-    return found
 
 
 def loss_svg(entries: list[dict[str, Any]], width: int = 640, height: int = 240) -> Optional[Markup]:
@@ -147,7 +141,5 @@ def loss_svg(entries: list[dict[str, Any]], width: int = 640, height: int = 240)
 
 def read_json_text(path: Path) -> Optional[str]:
     """A JSON file pretty-printed for a page, or None."""
-    try:
-        return json.dumps(json.loads(path.read_text()), indent=2)
-    except (OSError, ValueError):
-        return None
+    value = read_json(path)
+    return None if value is None else json.dumps(value, indent=2)
