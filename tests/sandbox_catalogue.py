@@ -70,6 +70,11 @@ CASES = [
     Case("ctypes raw socket syscall", "allowed module",
          "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nfd = libc.syscall(41, 2, 1, 0)\n"
          "print('socket fd', fd)\nassert fd < 0, fd"),
+    # what an import allow-list admits (the paper's numpy) reaching the files with no forbidden name in the code
+    Case("numpy writes a file outside the working directory", "allowed module",
+         "import numpy as np\nnp.savetxt('CANARY', np.arange(3))"),
+    Case("numpy reads the run directory's secret", "allowed module",
+         "import numpy as np\nprint(np.loadtxt('SECRET_PATH', dtype=str))"),
     Case("ctypes unshare a new user namespace", "allowed module",
          "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nassert libc.unshare(0x10000000) != 0\n"
          "import os\nos.system('" + TOUCH + "')"),
@@ -167,6 +172,9 @@ CASES = [
     Case("inode exhaustion", "exhaustion", "for n in range(200000):\n    open(f'f{n}', 'w').close()"),
     Case("/dev/shm exhaustion", "exhaustion", "block = b'x' * (8 << 20)\nfor n in range(512):\n    open(f'/dev/shm/rd{n}', 'wb').write(block)"),
     Case("anonymous memory", "exhaustion", "import mmap\nm = mmap.mmap(-1, 1 << 40)\nm[-1] = 1"),
+    # plain Python, no import: an interpreter-level executor sees nothing to refuse
+    Case("a loop in C code", "exhaustion", "sum(range(10**13))"),
+    Case("a 10 GB string", "exhaustion", "x = 'x' * 10**10"),
     # /proc of the parent
     Case("the host's environment from /proc", "proc", "print(open('/proc/HOST_PID/environ').read())"),
     Case("the state holder's memory from /proc", "proc",

@@ -203,6 +203,22 @@ def test_candidates_run_on_isolated_copies_and_the_chosen_state_is_kept():
     assert kept is None and unchanged.stdout == "2 ['b']\n"
 
 
+def test_a_long_session_keeps_its_stack_flat():
+    # Each adopted step (a plain one, or a chosen candidate) once added the state holder's frames to its
+    # stack: a session failed every step with RecursionError after about 330 steps.
+    async def scenario(session):
+        for i in range(400):
+            await session.run(f"x = {i}")
+        for i in range(50):
+            await session.run_candidates([f"x = {i}", "x = -1"])
+            await session.choose(0)
+        return await session.run("def depth(n):\n    return n if n == 0 else depth(n - 1)\nprint(depth(800), x)")
+
+    result = run(_with_session(scenario))
+    assert result.ok, result.error
+    assert result.stdout == "0 49\n"
+
+
 def test_a_killed_candidate_cannot_be_chosen_and_others_still_can():
     async def scenario(session):
         await session.run("x = 5")

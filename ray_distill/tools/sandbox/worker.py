@@ -354,6 +354,10 @@ class StateHolder:
                 os.close(to_child_w)
                 os.close(from_child_r)
                 self._candidate(code, timeout, (from_child_w, to_child_r))
+                # Adopted (a candidate that is not exits inside): this process is the state holder now,
+                # and returns to serve's loop rather than calling it again, so that its stack does not
+                # grow by a step's frames with every adopted step.
+                return
             os.close(to_child_r)
             os.close(from_child_w)
             candidates.append({"index": index, "pid": pid, "r": from_child_r, "w": to_child_w,
@@ -482,6 +486,7 @@ class StateHolder:
 
     # -- candidate side --
     def _candidate(self, code, timeout, channel):
+        """Run one candidate's code and report it; exits unless the host adopts it, then returns."""
         self.channel = channel
         self.pending = []
         out = _CappedOutput(self.config["output_limit"])
@@ -518,13 +523,10 @@ class StateHolder:
             os._exit(1)
         if verdict is None or verdict.get("op") != "adopt":
             os._exit(0)
-        # Adopted: this process is the state holder now.
         send(channel[0], {"op": "adopted"})
         os.close(channel[0])
         os.close(channel[1])
         self.channel = None
-        self.serve()
-        os._exit(0)
 
 
 def _load_confine():
