@@ -2,51 +2,51 @@
 
     .venv/bin/python scripts/bench/peer_sft.py [--quick]
 
-The data are the training bench's teacher-like trajectories (`training.py`),
-turned into the student's conversations as our `sft_data` does (observations
-as user turns, the student's system prompt, nothing after the last assistant
-turn). Ours tokenizes, masks and packs them (`build_sft`: first-fit
-decreasing, rows of at most max_length tokens); TRL gets them as a
-`datasets.Dataset` of `{"messages": [...]}` and applies the chat template,
-`assistant_only_loss=True` and `packing=True` itself (its default strategy,
-best-fit decreasing, which turns on padding-free batches).
+Data: the training bench's teacher-like trajectories (`training.py`), as
+the student's conversations (`sft_data.conversation`: the student's system
+prompt, observations as user turns, nothing after the last assistant turn).
+Ours tokenizes, masks and packs them (`build_sft`: first-fit decreasing,
+rows of at most max_length tokens). TRL gets the same conversations as a
+`datasets.Dataset` of `{"messages": [...]}` and renders, masks and packs
+them itself: `assistant_only_loss=True`, `packing=True` with its default
+best-fit-decreasing strategy, which turns on padding-free batches.
 
-TRL's assistant-only loss needs `{% generation %}` markers; SmolLM2's
-template has none and TRL ships no training template for it (SFTTrainer
-refuses it), so TRL gets SmolLM2's template with each assistant turn's
-content and end-of-turn token inside the markers (`marked_template`). The
-bench checks that it renders every conversation byte for byte as the
-original does, that TRL's `assistant_masks` equal the tokens our role-based
-masks train, token for token, and that both compute the same per-token loss
-on one of TRL's packed rows (ours builds the same row from the same
-examples in the same order), with the same weights (random LoRA B, so the
-adapters count), dropout off.
+Masks: TRL's assistant-only loss needs `{% generation %}` markers, which
+SmolLM2's template lacks, and TRL ships no training template for it (it
+refuses the template; the bench records what it says). So TRL gets
+SmolLM2's template with each assistant turn's content and end-of-turn token
+inside the markers (`marked_template`). Checked: it renders every
+conversation byte for byte as the original; TRL's token ids and
+`assistant_masks` equal our ids and role-based masks token for token; and
+on one of TRL's packed rows (several examples), TRL's per-token losses
+(its collator's batch through its fused LM head, what its `compute_loss`
+averages) equal ours (the same examples laid out as our packer lays out a
+row, through our attention path and loss kernel), same weights (random
+LoRA B, so the adapters count), dropout off.
 
-Speed and memory: each side trains in its own fresh process (peak RSS is
-the process's own), on this machine's cores, with the same student in
-float32, LoRA r=64, alpha=128, dropout 0.05 on every linear layer but the
-head, rows of at most max_length tokens, two rows per optimizer step (one
-per micro-batch, gradient accumulation of two), AdamW at lr 2e-4 with a
-cosine schedule, gradient clipping at 1.0, no gradient checkpointing on
-either side (ours turns it off on CPU; TRL's default is on, so it is set
-off), no evaluation, no saving. Ours is the trainer's loop
-(`training/loop.py`, what a Ray Train worker runs) on `TorchEngine` (torch's
-AdamW), without Ray; TRL is `SFTTrainer.train()` with its default optimizer
-(torch's fused AdamW). Tokens/s counts every token of the rows (neither side
-pads: micro-batches are single packed rows), median over the steps after the
-first; each side runs twice, alternating, and the steps of both runs are
-pooled, since this machine's speed drifts between runs of minutes.
+Speed and memory: each side trains in a fresh process of its own (peak RSS,
+read after every step, is that process's), on this machine's cores, with
+the student in float32, LoRA r=64, alpha=128, dropout 0.05 on every linear
+layer but the head, two rows per optimizer step (one per micro-batch,
+accumulation of two), AdamW at lr 2e-4 on a cosine schedule, clipping at
+1.0, no gradient checkpointing (ours leaves it off on CPU; TRL's default,
+on, is turned off), no evaluation, no saving. Ours: the trainer's loop
+(`training/loop.py`, what a Ray Train worker runs) on `TorchEngine`
+(torch's AdamW), without Ray. TRL: `SFTTrainer.train()` with its default
+optimizer (torch's fused AdamW). Tokens/s counts every token of a step's
+rows (neither side pads: a micro-batch is one packed row); it is the median
+over the steps after each run's first. The sides run in turn, twice each,
+and pool their runs' steps, since this machine's speed drifts over minutes.
 
-Attention: ours takes `auto`, which on CPU is one causal SDPA call per
-example (`segments`), no mask; TRL's padding-free rows come with position
-ids that restart at each example and no attention mask, and on CPU (no flash
-attention) transformers' SDPA path turns them into a dense block-diagonal
-mask, without a warning. Both keep every example from attending to another,
-which the per-token loss check confirms (the row holds several examples).
-The loss: ours projects only the positions that predict a target (chunked,
-`training/loss.py`); TRL's fused LM head scores every position on a device
-without Triton, and also computes each position's entropy and top-1 for its
-logged metrics.
+Attention: ours takes `auto`, on CPU one causal SDPA call per example
+(`segments`), no mask. TRL's padding-free rows carry position ids that
+restart at each example and no attention mask; without flash attention,
+transformers' SDPA path turns them into a dense block-diagonal mask (no
+warning). Neither lets an example attend to another (the per-token loss
+check spans an example boundary). Loss: ours projects only the positions
+that predict a target (`training/loss.py`); TRL's fused LM head scores every
+position where Triton is absent (CPU), recomputes them in the backward
+pass, and computes each position's entropy and top-1 for its metrics.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def train_config(sizes: Sizes):
     from ray_distill.config.schema import TrainConfig
 
     return TrainConfig(max_length=sizes.max_length, global_batch_size=sizes.global_batch,
-                       micro_batch_size=sizes.micro_batch, epochs=1, dtype="float32", checkpoint_every=10**6)
+                       micro_batch_size=sizes.micro_batch, epochs=1, dtype="float32")
 
 
 def peak_rss() -> int:
@@ -107,7 +107,8 @@ def peak_rss() -> int:
 
 
 def run_ours(records: list[dict], sizes: Sizes) -> dict:
-    """Our data path and training loop in this process; (tokens, seconds) per optimizer step."""
+    """Our data path and training loop in this process: (tokens, seconds) and the peak RSS so far per optimizer
+    step."""
     import pyarrow.parquet as pq
     import torch
     from transformers import AutoTokenizer
@@ -175,7 +176,7 @@ def trl_tokenizer():
 
 
 def run_trl(records: list[dict], sizes: Sizes) -> dict:
-    """TRL's SFTTrainer in this process; (tokens, seconds) per optimizer step."""
+    """TRL's SFTTrainer in this process: (tokens, seconds) and the peak RSS so far per optimizer step."""
     import torch
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import SFTTrainer
@@ -184,7 +185,8 @@ def run_trl(records: list[dict], sizes: Sizes) -> dict:
     from ray_distill.training.student import lora_config
 
     class StepTimes(TrainerCallback):
-        """(tokens, seconds) per optimizer step, timed end to end from one step's end to the next's, like ours."""
+        """(tokens, seconds) and the peak RSS so far at each optimizer step's end; a step is timed from the
+        previous one's end, as our loop times its steps."""
 
         def __init__(self):
             self.timings, self.peaks, self.last, self.seen = [], [], None, 0
@@ -227,20 +229,27 @@ def in_child(side: str, records_path: Path, sizes: Sizes) -> dict:
     return result
 
 
-def compare_masks(records: list[dict]) -> dict:
-    """Render each conversation with SmolLM2's template and the marked one, and compare our role-based masks with
-    TRL's `assistant_masks` token for token; differences are counted by token text and by whose mask trains it."""
+def our_tokenizer():
+    """Our conversation tokenizer for the student, as `build_sft` makes it (the student's own template)."""
     from transformers import AutoTokenizer, GenerationConfig
 
     from ray_distill.models import resolve_model
     from ray_distill.training.examples import ConversationTokenizer, stop_token_ids
-    from ray_distill.training.sft_data import conversation, record_key
 
     model_dir = resolve_model(MODEL)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return ConversationTokenizer(tokenizer, stop_token_ids(tokenizer, GenerationConfig.from_pretrained(model_dir)))
+
+
+def compare_masks(records: list[dict]) -> dict:
+    """Render each conversation with SmolLM2's template and the marked one, and compare our role-based masks with
+    TRL's `assistant_masks` token for token; differences are counted by token text and by whose mask trains it."""
+    from ray_distill.training.sft_data import conversation, record_key
+
+    ours = our_tokenizer()
+    tokenizer = ours.tokenizer
     marked = marked_template(tokenizer.chat_template)
-    ours = ConversationTokenizer(tokenizer, stop_token_ids(tokenizer, GenerationConfig.from_pretrained(model_dir)))
-    same_text = same_ids = same_mask = trained = 0
+    same_text = same_ids = same_mask = trained = their_trained = 0
     differences: Counter = Counter()
     for record in records:
         messages = conversation(record, "agent")
@@ -255,13 +264,23 @@ def compare_masks(records: list[dict]) -> dict:
         same_ids += 1
         mask = [bool(bit) for bit in theirs["assistant_masks"]]
         same_mask += mask == example.trained
-        trained += example.trained_tokens
+        trained, their_trained = trained + example.trained_tokens, their_trained + sum(mask)
         for token, our_bit, their_bit in zip(example.input_ids, example.trained, mask):
             if our_bit != their_bit:
                 differences[(tokenizer.decode([token]), "ours only" if our_bit else "TRL only")] += 1
     return {"conversations": len(records), "same_text": same_text, "same_ids": same_ids, "same_mask": same_mask,
-            "trained_tokens": trained,
+            "trained_tokens": trained, "their_trained_tokens": their_trained,
             "differences": [f"{text!r} trained by {who}: {n}" for (text, who), n in differences.most_common(5)]}
+
+
+def our_examples(records: list[dict], max_length: int) -> dict[tuple, object]:
+    """Our tokenized examples (as `build_sft` fits them to max_length), by their token ids."""
+    from ray_distill.training.examples import fit_length
+    from ray_distill.training.sft_data import conversation, record_key
+
+    tokenize = our_tokenizer()
+    examples = (fit_length(tokenize(record_key(r), conversation(r, "agent")), max_length, "truncate") for r in records)
+    return {tuple(e.input_ids): e for e in examples if e is not None}
 
 
 def compare_losses(records: list[dict], sizes: Sizes) -> dict:
@@ -273,15 +292,12 @@ def compare_losses(records: list[dict], sizes: Sizes) -> dict:
 
     from ray_distill.models import resolve_model
     from ray_distill.training import attention
-    from ray_distill.training.examples import ConversationTokenizer, fit_length, stop_token_ids
     from ray_distill.training.loss import linear_cross_entropy
     from ray_distill.training.packing import IGNORE_INDEX, collate, one_per_sequence
-    from ray_distill.training.sft_data import conversation, record_key
     from ray_distill.training.sizing import worker_compute
     from ray_distill.training.student import causal_lm, load_student, loss_sum, pad_id, prepare
-    from transformers import GenerationConfig
 
-    model_dir, train, cpu = resolve_model(MODEL), train_config(sizes), torch.device("cpu")
+    model_dir, train = resolve_model(MODEL), train_config(sizes)
     ours = load_student(model_dir, train, torch.float32)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -294,48 +310,45 @@ def compare_losses(records: list[dict], sizes: Sizes) -> dict:
     with tempfile.TemporaryDirectory(prefix="ray-distill-peer-sft-trl-") as tmp:
         trainer = SFTTrainer(model=theirs, args=trl_config(sizes, tmp), train_dataset=trl_dataset(records),
                              processing_class=tokenizer)
-    index = next(i for i, row in enumerate(trainer.train_dataset) if len(row["seq_lengths"]) > 1)
-    row = trainer.train_dataset[index]
+    row = next(row for row in trainer.train_dataset if len(row["seq_lengths"]) > 1)
     batch = trainer.data_collator([row])
     theirs.eval()
     with torch.no_grad():
-        out = trainer.model(**batch, fused_lm_head=True)
+        out = trainer.model(**batch, fused_lm_head=True)  # what TRL's compute_loss runs
         their_losses = -out.log_probs[out.label_mask]
         their_mean = float(trainer.compute_loss(trainer.model, dict(batch)))
 
     # Our examples of that row, in its order, laid end to end as our packer lays out a row.
-    tokenize = ConversationTokenizer(tokenizer, stop_token_ids(tokenizer, GenerationConfig.from_pretrained(model_dir)))
-    examples = {}
-    for record in records:
-        example = fit_length(tokenize(record_key(record), conversation(record, "agent")), sizes.max_length, "truncate")
-        examples[tuple(example.input_ids)] = example
-    starts = [0] + list(itertools.accumulate(row["seq_lengths"]))
-    parts = [examples[tuple(row["input_ids"][a:b])] for a, b in zip(starts, starts[1:])]
-    laid = [s.to_row() for s in one_per_sequence(parts)]
+    examples = our_examples(records, sizes.max_length)
+    starts = [0, *itertools.accumulate(row["seq_lengths"])]
+    parts = [examples.get(tuple(row["input_ids"][a:b])) for a, b in zip(starts, starts[1:])]
+    if None in parts:
+        raise RuntimeError("TRL's packed row holds an example whose tokens none of ours has")
+    laid = [sequence.to_row() for sequence in one_per_sequence(parts)]
     ours_batch = collate([{key: sum((r[key] for r in laid), []) for key in ("input_ids", "labels", "position_ids")}],
                          pad_id(tokenizer))
     same_labels = torch.equal(ours_batch["labels"], batch["labels"])
 
-    compute, _ = worker_compute(train, ours, cpu, engine="torch")
+    compute, _ = worker_compute(train, ours, torch.device("cpu"), engine="torch")
     prepare(ours, compute)
     ours.eval()
     lm = causal_lm(ours)
     with torch.no_grad():
+        # `student._loss_forward`'s steps, with the kernel called one position at a time (it returns a sum).
         ids, positions, labels, kwargs = attention.row_inputs(compute.attention, ours_batch["input_ids"],
                                                               ours_batch["position_ids"], ours_batch["labels"])
         hidden = lm.get_decoder()(input_ids=ids, position_ids=positions, use_cache=False, **kwargs).last_hidden_state
         keep = labels[:, 1:] != IGNORE_INDEX
         h, t = hidden[:, :-1][keep], labels[:, 1:][keep]
         weight = lm.get_output_embeddings().weight
-        # The chunked kernel sums; one position at a time gives each token's loss through the same kernel.
         our_losses = torch.stack([linear_cross_entropy(h[i:i + 1], weight, t[i:i + 1], compute.loss_kernel)
                                   for i in range(t.numel())])
         our_sum = float(loss_sum(ours, ours_batch)[0])
-    diff = (our_losses - their_losses).abs() if same_labels else None
     return {"examples": len(parts), "tokens": len(row["input_ids"]), "targets": int(t.numel()),
-            "same_labels": same_labels, "max_abs_diff": None if diff is None else float(diff.max()),
+            "same_labels": same_labels,
+            "max_abs_diff": float((our_losses - their_losses).abs().max()) if same_labels else None,
             "mean_loss": float(our_losses.mean()), "trl_compute_loss": their_mean,
-            "sum_check": abs(our_sum - float(our_losses.sum())) / our_sum, "computed_as": compute.describe()}
+            "sum_error": abs(our_sum - float(our_losses.sum())) / our_sum, "computed_as": compute.describe()}
 
 
 def refuses_plain_template(records: list[dict], sizes: Sizes) -> str:
@@ -378,50 +391,57 @@ def measure(quick: bool = False) -> dict:
     speed = {side: rate(*(run["timings"] for run in done)) for side, done in runs.items()}
     peak = {side: max(run["peak_rss"] for run in done) for side, done in runs.items()}
     speed_ratio, memory_ratio = speed["ours"] / speed["trl"], peak["trl"] / peak["ours"]
-    agree = masks["same_text"] == masks["same_ids"] == masks["same_mask"] == masks["conversations"]
+    masks_agree = masks["same_text"] == masks["same_ids"] == masks["same_mask"] == masks["conversations"]
+    losses_agree = losses["same_labels"] and losses["max_abs_diff"] <= 1e-4 and losses["sum_error"] <= 1e-5
     ours, trl = runs["ours"][0], runs["trl"][0]
-    per_run = {side: ", ".join(f"{rate(run['timings']):,.0f}" for run in done) for side, done in runs.items()}
     rows = [
         {"metric": "SFT training tokens/s (ours / TRL SFTTrainer)", "ours": f"{speed['ours']:,.0f} tokens/s",
          "peer": f"{speed['trl']:,.0f} tokens/s", "ratio": speed_ratio,
-         "target": ">= 1.0x at equal or lower peak memory",
-         "met": speed_ratio >= 1.0 and peak["ours"] <= peak["trl"]},
+         "target": ">= 1.0x at equal or lower peak memory", "met": speed_ratio >= 1.0 and peak["ours"] <= peak["trl"]},
         {"metric": "SFT training peak RSS (TRL / ours: above 1, ours is smaller)", "ours": gib(peak["ours"]),
-         "peer": gib(peak["trl"]), "ratio": memory_ratio, "target": "ours <= TRL's", "met": peak["ours"] <= peak["trl"]},
-        {"metric": "assistant-only masks: conversations whose trained tokens agree token for token",
-         "ours": f"{masks['same_mask']}/{masks['conversations']}", "peer": "(same conversations)", "ratio": None,
-         "target": "all agree", "met": agree},
-        {"metric": f"per-token loss on one packed row ({losses['examples']} examples, {losses['targets']} targets): "
-                   "max |ours - TRL|", "ours": f"{losses['max_abs_diff']:.1e}" if losses["same_labels"] else
-         "labels differ", "peer": f"mean loss {losses['mean_loss']:.4f}", "ratio": None,
-         "target": "<= 1e-4 (float32 rounding)",
-         "met": losses["same_labels"] and losses["max_abs_diff"] <= 1e-4},
+         "peer": gib(peak["trl"]), "ratio": memory_ratio, "target": "ours <= TRL's",
+         "met": peak["ours"] <= peak["trl"]},
+        {"metric": f"assistant-only loss masks: {masks['same_mask']}/{masks['conversations']} conversations agree "
+                   "token for token", "ours": f"{masks['trained_tokens']:,} trained tokens",
+         "peer": f"{masks['their_trained_tokens']:,} trained tokens", "ratio": None, "target": "all agree",
+         "met": masks_agree},
+        {"metric": f"per-token loss on one of TRL's packed rows ({losses['examples']} examples, {losses['targets']} "
+                   "targets), same weights: mean, and max abs difference per token",
+         "ours": f"{losses['mean_loss']:.5f}, max difference "
+                 + (f"{losses['max_abs_diff']:.1e}" if losses["same_labels"] else "not compared: the labels differ"),
+         "peer": f"{losses['trl_compute_loss']:.5f}", "ratio": None, "target": "difference <= 1e-4 (float32 rounding)",
+         "met": losses_agree},
     ]
+    steps = {side: "; ".join(", ".join(f"{tokens / seconds:,.0f}" for tokens, seconds in run["timings"])
+                             for run in done) for side, done in runs.items()}
+    peaks = {side: "; ".join(", ".join(f"{value / 2**30:.2f}" for value in run["peaks"]) for run in done)
+             for side, done in runs.items()}
+    differences = "; ".join(masks["differences"]) or "none"
     notes = [
         f"{sizes.examples} trajectories of the training bench, rows of <= {sizes.max_length} tokens, "
         f"{sizes.global_batch} rows per optimizer step ({sizes.micro_batch} per micro-batch), {sizes.steps} steps "
-        f"per run, {sizes.runs} run(s) per side alternating, median over the steps after each run's first; "
-        f"{ours['threads']} torch threads each. Ours packs {ours['rows']} rows (first-fit decreasing), TRL "
-        f"{trl['rows']} (best-fit decreasing).",
-        f"tokens/s per run: ours {per_run['ours']}; TRL {per_run['trl']}.",
-        f"ours computes with {ours['computed_as']}; TRL with transformers' {trl['attention']} attention, "
-        f"padding-free {'on' if trl['padding_free'] else 'off'}: no flash attention here, so transformers builds a "
-        "dense block-diagonal mask from the position ids (no warning). Neither lets an example attend to another: "
-        "the per-token loss row compares a row of several examples against ours.",
-        "Both train each assistant turn's content and its end-of-turn token <|im_end|>: not the role header "
-        "'<|im_start|>assistant\\n', not the newline after <|im_end|>, not the system prompt, the task or the "
-        "observations (user turns, as the agent sends them), and not each example's first token. "
-        f"{masks['trained_tokens']} trained tokens over {masks['conversations']} conversations; "
-        + ("no token differs." if not masks["differences"] else "differences: " + "; ".join(masks["differences"]))
-        + f" The marked template renders {masks['same_text']}/{masks['conversations']} conversations byte for byte "
-        f"as SmolLM2's, and TRL's tokens equal ours in {masks['same_ids']}/{masks['conversations']}.",
-        f"TRL with SmolLM2's own template and assistant_only_loss: {plain}",
-        f"per-token loss: same weights (random LoRA B), dropout off; TRL's compute_loss gives "
-        f"{losses['trl_compute_loss']:.6f} on that row, the mean of its per-token losses; ours through "
-        f"{losses['computed_as']}.",
-        "TRL's fused LM head scores every position on a device without Triton (CPU), not only the targets, and also "
-        "computes each position's entropy and top-1 for its metrics; ours projects only the positions that predict "
-        "a target.",
+        f"per run, {sizes.runs} run(s) per side alternating; tokens/s is the median over every run's steps but its "
+        f"first; {ours['threads']} torch threads on each side. Ours packs {ours['rows']} rows (first-fit "
+        f"decreasing), TRL {trl['rows']} (best-fit decreasing).",
+        f"tokens/s of each step (runs split by ';'): ours {steps['ours']}; TRL {steps['trl']}. Peak RSS in GiB "
+        f"after each step: ours {peaks['ours']}; TRL {peaks['trl']}.",
+        f"ours computes with {ours['computed_as']}. TRL: transformers' {trl['attention']} attention with "
+        f"padding-free rows {'on' if trl['padding_free'] else 'off'}; without flash attention transformers turns "
+        "their restarting position ids into a dense block-diagonal mask (no warning). Neither lets an example "
+        "attend to another: the per-token loss row holds several.",
+        "What trains, on both sides: each assistant turn's content and its <|im_end|>; not the role header, not "
+        "the newline after <|im_end|>, not the system prompt, the task or the observations (user turns, as the "
+        f"agent sends them), not an example's first token. {masks['trained_tokens']} trained tokens in "
+        f"{masks['conversations']} conversations; tokens trained by one side only: {differences}. The marked "
+        f"template renders {masks['same_text']}/{masks['conversations']} conversations byte for byte as SmolLM2's; "
+        f"TRL's token ids equal ours in {masks['same_ids']}/{masks['conversations']}.",
+        f"TRL given SmolLM2's own template with assistant_only_loss: {plain}",
+        f"per-token loss: LoRA B random, dropout off; TRL's compute_loss on the row ({losses['trl_compute_loss']:.6f}) "
+        f"is the mean of its per-token losses; ours, one position at a time through our kernel, sum to our "
+        f"loss_sum within {losses['sum_error']:.1e} (relative).",
+        "TRL's fused LM head scores every position on a device without Triton (CPU here), not only those that "
+        "predict a target, recomputes them in the backward pass, and computes each position's entropy and top-1 for "
+        "its metrics; ours projects only the positions that predict a target.",
     ]
     versions = {name: importlib.metadata.version(name) for name in ("trl", "datasets", "accelerate", "peft")}
     return {"title": "SFT: ours vs TRL SFTTrainer (SmolLM2-135M, LoRA r=64, CPU float32)", "rows": rows,

@@ -172,7 +172,9 @@ def build_step(shard: Path, number: int, kind, seed: int) -> dict:
     sample = np.concatenate([block[picked[lo:lo + len(block)]] for lo, block in chunks(shard / EMBEDDINGS)])
     read_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    index = build_index(sample, kind)  # the stage's code: factory, training, search settings
+    # The stage's code: factory, training, search settings. It adds the sample too, which reset() drops
+    # (train_seconds includes that add).
+    index = build_index(sample, kind)
     train_seconds = time.perf_counter() - start
     del sample
     index.reset()  # keeps the training; the shard's vectors go in below, in passage order
@@ -355,14 +357,15 @@ def run(args) -> dict:
     kind = index_kind(StageContext(config, out))
     index = out / "index"
     shards = [index / f"shard-{n:05d}" for n in range(SHARDS)]
-    real_kind = IndexKind("ivf_pq", nlist=nlist_for(args.real), pq_m=args.pq_m, pq_bits=8, nprobe=args.nprobe)
+    real = min(args.real, per_shard)
+    real_kind = IndexKind("ivf_pq", nlist=nlist_for(real), pq_m=args.pq_m, pq_bits=8, nprobe=args.nprobe)
 
     def questions() -> list[str]:
         return [q["question"] for q in json.loads((out / "world/questions/fact_train.json").read_text())["examples"]]
 
     def real_rows_ok() -> bool:
         path = shards[0] / REAL_ROWS
-        return path.is_file() and np.load(path, mmap_mode="r").shape[0] == min(args.real, per_shard)
+        return path.is_file() and np.load(path, mmap_mode="r").shape[0] == real
 
     settings = {"passages": args.passages, "shards": SHARDS, "real": args.real, "questions": args.questions,
                 "factory": kind.factory(), "nprobe": args.nprobe, "seed": args.seed,
@@ -377,7 +380,7 @@ def run(args) -> dict:
          and world["questions"]["fact_train"]["count"] == args.questions,
          lambda: (world_step, overrides)),
         ("split", lambda: (index / SPLIT).is_file(), lambda: (split_step, overrides)),
-        ("embed", real_rows_ok, lambda: (embed_step, shards[0], min(args.real, per_shard))),
+        ("embed", real_rows_ok, lambda: (embed_step, shards[0], real)),
         ("synthetic", lambda: all(has_embeddings(s, EMBEDDER) and (s / SYNTHETIC).is_file() for s in shards),
          lambda: (synthetic_step, shards, args.seed)),
         *[(f"build-{n:05d}", lambda s=s: shard_indexed(s, EMBEDDER, kind),
