@@ -376,6 +376,12 @@ def gib(value: float) -> str:
 def measure(quick: bool = False) -> dict:
     import importlib.metadata
 
+    import datasets
+    import transformers
+
+    # The checks below build models and TRL datasets in this process: their progress bars would bury the table.
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
     sizes = QUICK if quick else FULL
     records = trajectories(sizes.examples)
     runs: dict[str, list[dict]] = {"ours": [], "trl": []}
