@@ -62,6 +62,7 @@ from importlib.metadata import version
 from typing import Iterator
 
 from common import run_episodes, world_questions
+from peers import print_result
 
 from ray_distill.agent import Agent, AgentConfig
 from ray_distill.agent.parsing import STOP_STRINGS
@@ -319,16 +320,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     args = parser.parse_args()
     result = measure(args.quick, questions=args.questions, max_steps=args.max_steps, max_new_tokens=args.max_new_tokens)
-    print(result["title"])
-    for r in result["rows"]:
-        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
-        verdict = "" if r["met"] is None else ("  met" if r["met"] else "  NOT met")
-        target = f"  (target {r['target']})" if r["target"] else ""
-        print(f"- {r['metric']}\n    ours {r['ours']} | smolagents {r['peer']} | {ratio}{target}{verdict}")
-    for note in result["notes"]:
-        print(f"note: {note}")
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()))
-
+    print_result(result)
 
 if __name__ == "__main__":
     main()

@@ -63,6 +63,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from peers import print_result
 from training import rate, trajectories
 
 MODEL = "smollm2-135m-instruct"
@@ -467,15 +468,7 @@ def main() -> None:
         run = run_ours if args.child == "ours" else run_trl
         args.json.write_text(json.dumps(run(json.loads(args.records.read_text()), Sizes(**json.loads(args.sizes)))))
         return
-    result = measure(quick=args.quick)
-    print(result["title"])
-    for row in result["rows"]:
-        ratio = "" if row["ratio"] is None else f" ({row['ratio']:.2f}x)"
-        met = {True: "met", False: "NOT met", None: ""}[row["met"]]
-        print(f"  {row['metric']}: ours {row['ours']}, TRL {row['peer']}{ratio}  [{row['target']}: {met}]")
-    for note in result["notes"]:
-        print(f"  - {note}")
-
+    print_result(measure(quick=args.quick))
 
 if __name__ == "__main__":
     main()
