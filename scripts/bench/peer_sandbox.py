@@ -26,6 +26,11 @@ the first catalogue case of each kind on both sides, each cut said in the output
   ours, then on the peer, so drift of the machine hits both alike.
 - The trivial statement `x = 17 * 23; print(x)` in a fresh warm session and a fresh executor: the
   fixed cost of a step.
+- The model's turn: in an agent every step follows a model call that writes it (a second or more for
+  the teacher), and our session uses that time to fork the next step's process ahead. So each timed
+  step, on both sides, follows an untimed pause of MODEL_TURN_SECONDS (20 ms, far below any real
+  model call). For information, the trivial statement is also timed back to back, with no turn
+  between steps: the case where the fork is not hidden.
 - SAG fan-out: k candidate actions from the state at the end of each warm episode, then one kept.
   Ours forks one process per candidate (`run_candidates`, `choose`), in parallel; the peer has no
   such API, so each candidate runs, one after another, on a `copy.deepcopy` of the executor's state
@@ -57,6 +62,7 @@ import argparse
 import asyncio
 import copy
 import importlib.metadata
+import inspect
 import os
 import statistics
 import sys
@@ -110,6 +116,7 @@ PASSAGES = (
 EPISODES_PER_SESSION = 10
 PEER_TIMEOUT_SECONDS = 5  # the peer's own timeout, below our step limit so that it acts first
 PEER_STEP_SECONDS = 10.0
+MODEL_TURN_SECONDS = 0.02  # untimed, before every timed step on both sides: the model writing the action
 
 
 class FixedRetriever:
@@ -158,31 +165,41 @@ async def measure_mix(sessions: int, episodes: int, warm: bool) -> dict:
                 counted = episode >= warm
                 peer = peer_executor(retriever)
                 for name, code in MIX:
-                    start = time.perf_counter()
-                    mine = await session.run(code)
-                    middle = time.perf_counter()
-                    other = peer(code)
-                    end = time.perf_counter()
+                    mine, ours_seconds = await timed(MODEL_TURN_SECONDS, lambda: session.run(code))
+                    other, peer_seconds = await timed(MODEL_TURN_SECONDS, lambda: peer(code))
                     _same(name, mine, other)
                     if counted:
-                        times["ours"][name].append(middle - start)
-                        times["peer"][name].append(end - middle)
+                        times["ours"][name].append(ours_seconds)
+                        times["peer"][name].append(peer_seconds)
                 for n in (1, k):  # SAG from the episode's last state
-                    start = time.perf_counter()
-                    mine = await session.run_candidates(CANDIDATES[:n])
-                    await session.choose(0)
-                    middle = time.perf_counter()
-                    other = peer_candidates(peer, CANDIDATES[:n])
-                    end = time.perf_counter()
+                    mine, ours_seconds = await timed(MODEL_TURN_SECONDS, lambda: sag(session, CANDIDATES[:n]))
+                    other, peer_seconds = await timed(MODEL_TURN_SECONDS, lambda: peer_candidates(peer, CANDIDATES[:n]))
                     for i, (a, b) in enumerate(zip(mine, other)):
                         _same(f"SAG candidate {i}", a, b)
                     if counted:
-                        times["fan_out"]["ours", n].append(middle - start)
-                        times["fan_out"]["peer", n].append(end - middle)
+                        times["fan_out"]["ours", n].append(ours_seconds)
+                        times["fan_out"]["peer", n].append(peer_seconds)
             times["isolation"] = session.isolation
         finally:
             await session.close()
     return times
+
+
+async def timed(turn: float, step) -> tuple:
+    """`step()` (a value or an awaitable) after `turn` seconds of untimed pause: its value and its seconds."""
+    await asyncio.sleep(turn)
+    start = time.perf_counter()
+    value = step()
+    if inspect.isawaitable(value):
+        value = await value
+    return value, time.perf_counter() - start
+
+
+async def sag(session: SandboxSession, codes) -> list:
+    """SAG on ours: the candidates forked from one state, in parallel, then the first one's state kept."""
+    results = await session.run_candidates(codes)
+    await session.choose(0)
+    return results
 
 
 def peer_candidates(executor: LocalPythonExecutor, codes) -> list:
@@ -198,21 +215,19 @@ def peer_candidates(executor: LocalPythonExecutor, codes) -> list:
     return outputs
 
 
-async def measure_trivial(reps: int) -> tuple[list[float], list[float]]:
+async def measure_trivial(reps: int, turn: float) -> tuple[list[float], list[float]]:
+    """The trivial statement on each side, each step after `turn` seconds of untimed pause."""
     peer = peer_executor(FixedRetriever())
     session = await SandboxSession.start(SandboxPolicy())
     try:
         ours, theirs = [], []
         for rep in range(reps + 5):  # five warm-up steps each
-            start = time.perf_counter()
-            mine = await session.run(TRIVIAL)
-            middle = time.perf_counter()
-            other = peer(TRIVIAL)
-            end = time.perf_counter()
+            mine, ours_seconds = await timed(turn, lambda: session.run(TRIVIAL))
+            other, peer_seconds = await timed(turn, lambda: peer(TRIVIAL))
             _same("trivial statement", mine, other)
             if rep >= 5:
-                ours.append(middle - start)
-                theirs.append(end - middle)
+                ours.append(ours_seconds)
+                theirs.append(peer_seconds)
         return ours, theirs
     finally:
         await session.close()
@@ -228,9 +243,10 @@ from smolagents.local_python_executor import LocalPythonExecutor
 """
 
 # One hostile case (_CODE) through the peer. The audit hook only records what the case does that reaches
-# the OS, into a file as it happens (a case may kill its process), from just before the executor runs.
+# the OS, into a file as it happens (a case may kill its process), from just before the executor runs; after it
+# returns, only from other threads (the case's), as the session then forks its next step's process.
 PEER_CASE = """\
-import os, sys
+import os, sys, threading
 _work = os.path.realpath(os.getcwd())
 _reads = tuple(os.path.realpath(p) for p in sys.path if p) + (
     "/dev/null", "/dev/urandom", "/dev/random", "/dev/zero", "/etc/localtime", "/usr/share/zoneinfo", "/etc/ld.so.cache")
@@ -249,6 +265,8 @@ def _outside(path, reading):
     return not any(real == r or real.startswith(r + os.sep) for r in (_work, *(_reads if reading else ())))
 
 def _record(event, args):
+    if not _recording and threading.get_ident() == _main:
+        return  # after the executor, in its thread: our session's own work (it forks the next step ahead)
     if event == "open":
         path, mode, flags = args
         writing = (any(c in mode for c in "wax+") if mode
@@ -265,12 +283,14 @@ def _record(event, args):
 
 _executor = LocalPythonExecutor(additional_authorized_imports=_IMPORTS, timeout_seconds=_TIMEOUT)
 _executor.send_tools({})
+_recording, _main = True, threading.get_ident()
 sys.addaudithook(_record)
 try:
     _executor(_CODE)
     _outcome = "ran"
 except BaseException as e:
     _outcome = f"{type(e).__name__}: {e}"
+_recording = False
 print("outcome: " + _outcome[:200].replace("\\n", " "))
 """
 
@@ -382,7 +402,8 @@ def measure(quick: bool = False) -> dict:
     sessions, cold_episodes, trivial_reps = (1, 2, 50) if quick else (10, 10, 200)
     mix = asyncio.run(measure_mix(sessions, EPISODES_PER_SESSION, warm=True))
     cold = asyncio.run(measure_mix(cold_episodes, 1, warm=False))
-    trivial_ours, trivial_peer = asyncio.run(measure_trivial(trivial_reps))
+    trivial_ours, trivial_peer = asyncio.run(measure_trivial(trivial_reps, MODEL_TURN_SECONDS))
+    back_to_back = asyncio.run(measure_trivial(trivial_reps, 0.0))
     catalogue = [c for i, c in enumerate(CASES) if c.kind not in {d.kind for d in CASES[:i]}] if quick else CASES
     ours = (asyncio.run(measure_ours(catalogue)) if quick
             else asyncio.run(run_catalogue(catalogue_policy()))["results"])
@@ -401,6 +422,8 @@ def measure(quick: bool = False) -> dict:
     row = _latency_row("trivial statement `x = 17 * 23; print(x)`, p50 / p99 (ratio: peer / ours)", trivial_ours,
                        trivial_peer, "ours within 10x of peer (ratio >= 0.1)")
     rows.append({**row, "met": row["ratio"] >= 0.1})
+    rows.append(_latency_row("trivial statement, back to back (no model turn between steps), p50 / p99 "
+                             "(ratio: peer / ours)", *back_to_back))
     k, fan = len(CANDIDATES), mix["fan_out"]
 
     def fan_figure(side):
@@ -419,6 +442,8 @@ def measure(quick: bool = False) -> dict:
     notes = [
         f"samples: {sessions * EPISODES_PER_SESSION} warm episodes in {sessions} sessions, {cold_episodes} cold "
         f"ones, {trivial_reps} trivial steps" + (" (--quick)" if quick else ""),
+        f"every timed step on both sides follows an untimed {MODEL_TURN_SECONDS * 1000:g} ms pause, the model's "
+        "turn (a real one takes far longer), in which our session forks the next step's process",
         f"our sessions' boundary: {boundary}",
         f"the peer has no OS boundary; its cases ran inside ours; {len(catalogue)} of the catalogue's {len(CASES)} "
         "cases ran" + (" (--quick: the first case of each kind, on both sides)" if quick else ""),

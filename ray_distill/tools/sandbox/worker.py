@@ -15,6 +15,12 @@ session state (SAG); the chosen candidate *becomes* Z (its variables are
 the session's from then on) and the old Z exits. A candidate that crashes,
 hangs in C code or is killed leaves Z, and so the session, intact.
 
+Forking Z costs milliseconds once numpy or sympy is loaded (the kernel copies
+its page tables), more than a one-line step itself. So Z forks its first
+candidate ahead of time, a spare that waits for its code while the host is
+busy elsewhere (the model writing the next action); further candidates of a
+step are forked on demand.
+
 Boundary: the kernel's, set up by `confine.py` before any agent code runs
 (namespaces, a private uid or user namespace, Landlock, seccomp) plus
 rlimits, a pids cgroup where the host may make one, a private working
@@ -277,6 +283,9 @@ def _jsonable(value):
     return str(value)
 
 
+_ADOPTED = object()  # what a spare's _fork_spare returns in the spare once it is the state holder
+
+
 class StateHolder:
     def __init__(self, config):
         self.config = config
@@ -286,6 +295,7 @@ class StateHolder:
             self.namespace[tool] = self._tool_stub(tool)
         self.namespace["final_answer"] = self._final_answer
         self.channel = None  # (to Z, from Z) while running as a candidate
+        self.spare = None  # a fork of this state, waiting for the next step's first code
 
     # tools, as seen from user code inside a candidate
     def _tool_stub(self, name):
@@ -308,6 +318,12 @@ class StateHolder:
     # -- Z side --
     def serve(self):
         while True:
+            if self.spare is None and not any(c["r"] is not None for c in self.pending):
+                # Not while candidates await the host's choice: one of them may replace this state.
+                self.spare = self._fork_spare()
+                if self.spare is _ADOPTED:  # this process was the spare, and holds the state now
+                    self.spare = None
+                    continue
             message = recv(HOST_IN)
             if message is None or message["op"] == "close":
                 os._exit(0)
@@ -334,34 +350,22 @@ class StateHolder:
         timeout = float(message["timeout"])
         candidates = []
         for index, code in enumerate(message["codes"]):
-            fds = []
-            try:
-                fds += os.pipe()
-                fds += os.pipe()
-                with _Privileged():
-                    pid = os.fork()
-            except OSError as e:  # out of processes or descriptors (agent code's doing): the session lives on
-                for fd in fds:
-                    os.close(fd)
-                error = _error("ResourceError", f"the sandbox could not start this code: {e.strerror}")
-                candidates.append({"index": index, "pid": None, "r": None, "w": None, "result": self._killed(error)})
-                continue
-            to_child_r, to_child_w, from_child_r, from_child_w = fds
-            if pid == 0:
-                for c in candidates:
-                    os.close(c["r"])
-                    os.close(c["w"])
-                os.close(to_child_w)
-                os.close(from_child_r)
-                self._candidate(code, timeout, (from_child_w, to_child_r))
-                # Adopted (a candidate that is not exits inside): this process is the state holder now,
-                # and returns to serve's loop rather than calling it again, so that its stack does not
-                # grow by a step's frames with every adopted step.
-                return
-            os.close(to_child_r)
-            os.close(from_child_w)
-            candidates.append({"index": index, "pid": pid, "r": from_child_r, "w": to_child_w,
-                               "deadline": time.monotonic() + timeout + 1.0, "result": None})
+            ends = self._hand_to_spare(code, timeout)
+            if ends is None:
+                try:
+                    pid, ends = self._fork(candidates)
+                except OSError as e:  # out of processes or descriptors (agent code's doing): the session lives on
+                    error = _error("ResourceError", f"the sandbox could not start this code: {e.strerror}")
+                    candidates.append({"index": index, "pid": None, "r": None, "w": None,
+                                       "result": self._killed(error)})
+                    continue
+                if pid == 0:
+                    self._candidate(code, timeout, ends)
+                    # Adopted (a candidate that is not exits inside): this process is the state holder now,
+                    # and returns to serve's loop rather than calling it again, so that its stack does not
+                    # grow by a step's frames with every adopted step.
+                    return
+            candidates.append({"index": index, **ends, "deadline": time.monotonic() + timeout + 1.0, "result": None})
         self._collect(candidates, timeout)
         results = [c["result"] for c in candidates]
         self.pending = candidates
@@ -372,6 +376,58 @@ class StateHolder:
                 os._exit(0)
             return
         send(HOST_OUT, {"op": "results", "results": results, "adopted": None})
+
+    def _fork_spare(self):
+        """In Z: a fork that waits for one code block, as {pid, r, w}, or None if it cannot start (the step
+        then forks as usual). In the fork itself: _ADOPTED, once it is adopted and holds the state."""
+        try:
+            pid, ends = self._fork([])
+        except OSError:
+            return None
+        if pid:
+            return ends
+        message = recv(ends[1])
+        if message is None or message.get("op") != "code":  # Z closed or replaced: this state is stale
+            os._exit(0)
+        self._candidate(message["code"], float(message["timeout"]), ends)
+        return _ADOPTED
+
+    def _hand_to_spare(self, code, timeout):
+        """Give `code` to the spare, if there is one alive: its {pid, r, w}, else None."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        try:
+            send(spare["w"], {"op": "code", "code": code, "timeout": timeout})
+        except OSError:  # it died waiting (its end of the pipe is closed): fork afresh
+            self._close(spare)
+            return None
+        return spare
+
+    def _fork(self, siblings):
+        """Fork this state with a pipe each way: (pid, {pid, r, w}) in Z; (0, (to Z, from Z)) in the fork,
+        which keeps none of Z's ends of its siblings' pipes. Raises OSError, with nothing left open, when
+        processes or descriptors run out."""
+        fds = []
+        try:
+            fds += os.pipe()
+            fds += os.pipe()
+            with _Privileged():
+                pid = os.fork()
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        to_child_r, to_child_w, from_child_r, from_child_w = fds
+        if pid:
+            os.close(to_child_r)
+            os.close(from_child_w)
+            return pid, {"pid": pid, "r": from_child_r, "w": to_child_w}
+        for c in siblings:
+            self._close(c)
+        os.close(to_child_w)
+        os.close(from_child_r)
+        return 0, (from_child_w, to_child_r)
 
     def _collect(self, candidates, timeout):
         by_fd = {c["r"]: c for c in candidates if c["r"] is not None}
