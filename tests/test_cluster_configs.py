@@ -236,3 +236,79 @@ def test_what_a_stage_checks_and_what_the_router_places_come_from_the_same_roles
     assert custom["teacher_engine.resources"] == {"a100": 4}
     # The sweep's trial peak: the largest of its phases, which never overlap, plus the trial's driver.
     assert peak([pick(roles(config), "teacher replica"), pick(roles(config), "rollout worker")], 1) == (17, 8)
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_the_fake_cluster_config_is_generated_from_the_real_one(name):
+    """What the autoscaling test runs (tests/test_fake_cluster.py) is the launcher config's node types,
+    scaled down: a node type added, renamed or resized in the real config shows up in the fake one."""
+    from jsonschema import ValidationError
+
+    from ray_distill.distributed.fake_cluster import HEAD_TYPE, fake_config, validate
+
+    real = _load(name)
+    fake = fake_config(real, "127.0.0.1:6380", cpus=2, gpus=1, idle_timeout_minutes=0.25)
+    validate(fake)  # Ray's schema, without the defaults that the fake provider cannot fill in
+    head = real["head_node_type"]
+    assert fake["head_node_type"] == HEAD_TYPE == "ray.head.default"
+    assert fake["available_node_types"][HEAD_TYPE]["resources"] == real["available_node_types"][head]["resources"]
+    workers = {n: t for n, t in real["available_node_types"].items() if n != head}
+    assert set(fake["available_node_types"]) == {HEAD_TYPE, *workers}
+    for node, spec in workers.items():
+        scaled = fake["available_node_types"][node]
+        assert (scaled["min_workers"], scaled["max_workers"]) == (spec.get("min_workers", 0), spec["max_workers"])
+        custom = {k: v for k, v in spec["resources"].items() if k not in ("CPU", "GPU")}
+        assert {k: v for k, v in scaled["resources"].items() if k not in ("CPU", "GPU", "object_store_memory")} == custom
+        assert scaled["resources"]["CPU"] == min(2, spec["resources"]["CPU"])
+        assert scaled["resources"].get("GPU", 0) == min(1, spec["resources"].get("GPU", 0))
+    assert fake["max_workers"] == real["max_workers"] and fake["idle_timeout_minutes"] == 0.25
+    assert fake["provider"]["type"] == "fake_multinode" and fake["provider"]["gcs_address"] == "127.0.0.1:6380"
+    fake["available_node_types"][next(iter(workers))]["max_workerz"] = 1
+    with pytest.raises(ValidationError):
+        validate(fake)
+    with pytest.raises(ValueError, match="head_node_type"):
+        fake_config({**real, "head_node_type": "nope"}, "127.0.0.1:6380")
+
+
+V1_EVENT = ("Error: No available node types can fulfill resource request {'CPU': 1.0, 'GPU': 1.0, 'tpu_v9': 1.0}. "
+            "Add suitable node types to this cluster to resolve this issue.")
+V2_EVENT = ("No available node types can fulfill resource requests {'CPU': 2.0, 'cpu_node': 0.001}*3, "
+            "{'CPU': 1.0}*1. Add suitable node types to this cluster to resolve this issue.")
+
+
+def test_the_autoscalers_infeasible_verdict_is_read_and_traced_to_the_role_that_asked():
+    from ray_distill.distributed.autoscaler import infeasible_error, infeasible_shapes, roles_asking
+
+    assert infeasible_shapes(V1_EVENT) == [{"CPU": 1.0, "GPU": 1.0, "tpu_v9": 1.0}]
+    assert infeasible_shapes(V2_EVENT) == [{"CPU": 2.0, "cpu_node": 0.001}, {"CPU": 1.0}]
+    assert infeasible_shapes("Adding 1 node(s) of type cpu_r6i. {'CPU': 1}") == []
+    config = load_config(None, ["train.gpus_per_worker=1", "train.cpus_per_worker=1", "train.resources={tpu_v9: 1}",
+                                "rollout.worker_cpus=2", "rollout.resources={cpu_node: 0.001}"])
+    train_roles = [r for r in roles(config) if "train" in r.stages]
+    assert [r.name for r in roles_asking(infeasible_shapes(V1_EVENT)[0], train_roles)] == ["train worker"]
+    # What tells roles apart is their GPUs and custom resources: a library may add CPUs around them (a probe
+    # task reserves none), or nothing of the config's (the usual case: no custom resources).
+    assert [r.name for r in roles_asking({"CPU": 3.0, "GPU": 1.0, "tpu_v9": 1.0}, train_roles)] == ["train worker"]
+    # The read tasks of its training data carry the train workers' custom resources, not their GPUs.
+    assert [r.name for r in roles_asking({"CPU": 1.0, "tpu_v9": 1.0}, train_roles)] == ["train worker"]
+    plain = load_config(None, ["train.gpus_per_worker=1", "student_engine.gpus_per_replica=1"])
+    assert [r.name for r in roles_asking({"GPU": 1.0}, [r for r in roles(plain) if "train" in r.stages])] == [
+        "train worker"]
+    assert [r.name for r in roles_asking({"GPU": 1.0}, [r for r in roles(plain) if "sweep" in r.stages])] == [
+        "train worker", "student replica"]  # the sweep starts both: the message names both
+    assert roles_asking({"CPU": 1.0, "GPU": 2.0}, train_roles) == []  # not this stage's: only logged
+    generate_roles = [r for r in roles(config) if "generate" in r.stages]
+    assert roles_asking(infeasible_shapes(V2_EVENT)[0], generate_roles)[0].name.startswith("rollout worker")
+    role = roles_asking(infeasible_shapes(V1_EVENT)[0], train_roles)
+    message = str(infeasible_error("train", role, infeasible_shapes(V1_EVENT)[0], V1_EVENT))
+    assert message.startswith("[train] no node type of this cluster can hold a train worker: it asks for "
+                              "{CPU: 1, GPU: 1, tpu_v9: 1} (`train`")
+    assert "train.resources" in message and V1_EVENT in message
+
+
+def test_training_uses_nccl_only_where_the_scheduled_gpus_have_cuda():
+    from ray_distill.distributed.training import backend_for
+
+    assert backend_for(1, cuda=True) == "nccl"
+    assert backend_for(1, cuda=False) == "gloo"  # logical GPUs: scheduled as GPU workers, computing on CPU
+    assert backend_for(0, cuda=True) == "gloo"

@@ -102,3 +102,38 @@ def test_scorer_gives_the_right_verdict_in_a_ray_worker(local_ray):
         return score_answer("math", "(x+1)^2", "x^2+2x+1").correct
 
     assert ray.get(score.remote(), timeout=180) is True
+
+
+def test_a_cluster_lock_is_held_by_one_at_a_time_and_a_dead_holders_lease_lapses(local_ray):
+    import threading
+    import time
+
+    import ray
+
+    from ray_distill.distributed.locks import cluster_lock, lock_table
+
+    with lock_table("test-locks"):
+        order = []
+
+        def hold(name: str, seconds: float) -> None:
+            with cluster_lock("test-locks", "student", ttl=2.0, poll_s=0.05):
+                order.append(f"{name} in")
+                time.sleep(seconds)  # longer than a lease: renewed meanwhile
+                order.append(f"{name} out")
+
+        first = threading.Thread(target=hold, args=("a", 3.0))
+        first.start()
+        while not order:
+            time.sleep(0.05)
+        hold("b", 0)
+        first.join()
+        assert order == ["a in", "a out", "b in", "b out"]
+
+        # A holder that died holding the lock (it never renews, never gives back): the lease lapses.
+        leases = ray.get_actor("test-locks")
+        assert ray.get(leases.take.remote("student", "gone", 1.0))
+        start = time.monotonic()
+        with cluster_lock("test-locks", "student", poll_s=0.05):
+            assert 0.8 < time.monotonic() - start < 5
+        with cluster_lock("test-locks", "other"):  # other keys are free meanwhile
+            pass

@@ -3,7 +3,6 @@ the paper's benchmark files, and Ray Tune running a 2x2 grid."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -121,40 +120,6 @@ def test_evaluating_an_untrained_distilled_student_names_the_missing_stage(tmp_p
                         evaluate={"models": ["distilled"], "limit": 1})
     with pytest.raises(UserError, match="not trained: no export at .*run `ray-distill train CONFIG` first"):
         run_pipeline(load_config(path), progress=False)
-
-
-@pytest.mark.deepspeed
-def test_a_2x2_sweep_runs_through_ray_tune_and_reports_every_trial(tmp_path, small_world):
-    """Student x FTP x SAG = 1 x 2 x 2 trials; SAG shares the trained student, so two trainings."""
-    path = write_config(
-        tmp_path, run={"stages": ["world", "index", "sweep", "report"]},
-        models={"teacher": "world-oracle", "student": "tiny-random"}, student_engine={"dtype": "float32"},
-        teacher_engine={"backend": "oracle", "cpus_per_replica": 0, "options": {"world_dir": str(tmp_path / "run/world")}},
-        generate={"max_steps": 4},
-        train={"max_length": 2048, "epochs": 1, "global_batch_size": 4, "lora_r": 8, "lora_alpha": 16,
-               "cpus_per_worker": 1},
-        evaluate={"limit": 1, "max_steps": 1, "max_new_tokens": 16},
-        sweep={"ftp": [False, True], "sag": [1, 2], "cot_distill": False, "cot_prompt": False})
-    seed_run(small_world, path)
-    config = load_config(path)
-    manifest = run_pipeline(config, progress=False)
-    run_dir = Path(config.run.dir)
-    trials = json.loads((run_dir / "sweep" / "trials.json").read_text())
-    assert [(t["method"], t["status"]) for t in trials] == [
-        ("agent distill", "TERMINATED"), ("+FTP", "TERMINATED"), ("+SAG(N=2)", "TERMINATED"),
-        ("+FTP+SAG(N=2)", "TERMINATED")]
-    assert all(t["metrics"]["average"] is not None and t["metrics"]["train_steps"] >= 1 for t in trials)
-    trained = sorted(p.parent.parent.name for p in (run_dir / "train").glob("*/*/model"))
-    assert trained == ["agent-ftp", "agent-no-ftp"]  # SAG trials reused their student
-    for trial in trials:  # Tune's own record of each trial, TensorBoard included
-        assert any(Path(trial["dir"]).glob("events.out.tfevents*")) and (Path(trial["dir"]) / "result.json").is_file()
-    assert manifest["stages"]["sweep"]["summary"]["at_once"] >= 1
-    report = (run_dir / "report" / "report.md").read_text().splitlines()
-    assert report[2] == "| student | agent distill | +FTP | +SAG(N=2) | +FTP+SAG(N=2) |"
-    assert "| tiny-random" in (run_dir / "sweep" / "trials.md").read_text()
-
-    rerun = run_pipeline(config, progress=False)
-    assert rerun["stages"]["sweep"]["finished_at"] == manifest["stages"]["sweep"]["finished_at"]  # skipped
 
 
 def test_concurrent_trials_follow_the_local_rays_resources_and_unplaceable_trials_fail_early(local_ray):

@@ -80,3 +80,25 @@ def test_every_path_is_absolute_under_a_relative_run_dir_and_a_moved_run_keeps_i
     moved = StageContext(load_config(REPO / "experiments" / "quickstart.yaml", [f"run.dir={tmp_path}/moved",
                                                                                  *overrides]), tmp_path / "moved")
     assert [lookup(moved).relative_to(moved.run_dir) for lookup in lookups] == before
+
+
+def test_a_node_with_a_disk_of_its_own_keeps_the_run_under_its_root(tmp_path, monkeypatch):
+    """A sweep trial on another node (tests/test_multinode_sweep.py): the run directory every node names, and
+    everything the config made of it, moves under that node's root; without a root nothing moves."""
+    config = load_config(REPO / "experiments" / "quickstart.yaml", ["run.dir=/runs/q", "index.out_dir=/runs/qx"])
+    monkeypatch.delenv(paths.NODE_ROOT, raising=False)
+    assert paths.on_this_node(config) is config and paths.logical_run_dir(Path("/runs/q")) == "/runs/q"
+
+    monkeypatch.setenv(paths.NODE_ROOT, str(tmp_path / "head"))
+    driver = paths.on_this_node(config)
+    assert driver.run.dir == f"{tmp_path}/head/runs/q"
+    assert driver.teacher_engine.options["world_dir"] == f"{tmp_path}/head/runs/q/world"  # ${run.dir}/world
+    assert driver.index.out_dir == "/runs/qx"  # beside the run, not in it
+    logical = paths.logical_run_dir(Path(driver.run.dir))
+    assert logical == "/runs/q"
+
+    monkeypatch.setenv(paths.NODE_ROOT, str(tmp_path / "a"))
+    trial = paths.on_this_node(driver, logical)
+    assert trial.run.dir == f"{tmp_path}/a/runs/q"
+    assert trial.teacher_engine.options["world_dir"] == f"{tmp_path}/a/runs/q/world"
+    assert trial.world == config.world and trial.train == config.train

@@ -148,3 +148,61 @@ def test_pipeline_stores_each_stage_and_resumes_from_the_storage_alone(tmp_path,
     restored = _tree(tmp_path / "run")
     assert {k: v for k, v in restored.items() if k != "config.yaml"} == \
            {k: v for k, v in made.items() if k != "config.yaml"}
+
+
+def test_run_directories_on_several_nodes_share_one_storage(tmp_path):
+    """A sweep's trials on nodes without a shared mount: each pulls only what it reads, pushes its own outputs,
+    and no push loses another's index entries or deletes another's files, even when their index updates race."""
+    import threading
+
+    uri = str(tmp_path / "stored")
+    driver = tmp_path / "driver"
+    make_run(driver, payload=1000)
+    (driver / "filter").mkdir()
+    (driver / "filter" / "trajectories.parquet").write_text("kept")
+    RunStorage(uri, driver).push([driver / "world", driver / "filter"])
+
+    node = tmp_path / "node-a"
+    assert RunStorage(uri, node).pull(under=[node / "filter", tmp_path / "elsewhere"]) == 1
+    assert _tree(node) == {"filter/trajectories.parquet": _tree(driver)["filter/trajectories.parquet"]}
+
+    # Two nodes push their outputs at once; the lock makes the index updates take turns, each from a fresh read.
+    lock, inside, order = threading.Lock(), threading.Event(), []
+
+    class Turn:
+        def __init__(self, name):
+            self.name = name
+
+        def __enter__(self):
+            lock.acquire()
+            order.append(self.name)
+            if self.name == "a":  # a holds the index while b has uploaded and waits for its turn
+                inside.set()
+                time.sleep(0.3)
+
+        def __exit__(self, *exc):
+            lock.release()
+
+    pushes = []
+    for name in ("a", "b"):
+        root = tmp_path / f"node-{name}"
+        (root / "evaluate" / name).mkdir(parents=True)
+        (root / "evaluate" / name / "results.json").write_text(name)
+        pushes.append(threading.Thread(target=RunStorage(uri, root, lock=lambda name=name: Turn(name)).push,
+                                       args=([root / "evaluate" / name],)))
+    pushes[0].start()
+    inside.wait()
+    pushes[1].start()
+    for push in pushes:
+        push.join()
+    assert order == ["a", "b"]
+    stored = RunStorage(uri, driver).stored()
+    assert {"evaluate/a/results.json", "evaluate/b/results.json", "filter/trajectories.parquet"} <= set(stored)
+
+    # A push deletes only under what it pushes: node a lacks b's evaluation and the world, which stay.
+    (node / "evaluate" / "a" / "results.json").unlink()
+    RunStorage(uri, node).push([node / "evaluate" / "a"])
+    assert "evaluate/a/results.json" not in RunStorage(uri, driver).stored()
+    assert RunStorage(uri, driver).pull(under=[driver / "evaluate"]) == 1
+    assert (driver / "evaluate" / "b" / "results.json").read_text() == "b"
+    assert "world/corpus.jsonl" in RunStorage(uri, driver).stored()

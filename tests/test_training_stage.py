@@ -99,6 +99,7 @@ def test_two_zero2_workers_train_the_student_and_the_loss_falls(zero2_run):
     # How the workers computed, as `auto` chose on CPU.
     assert summary["compute"] == "attention segments, loss chunked, gradient checkpointing off"
     assert summary["notes"] == ["gradient checkpointing auto: off (no GPU memory to size against)"]
+    assert (summary["backend"], summary["gpu_ids"]) == ("gloo", [])
     assert (Path(summary["model"]) / "config.json").is_file()
 
 

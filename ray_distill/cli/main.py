@@ -156,9 +156,10 @@ def _command(args: argparse.Namespace) -> int:
         return view(args.target, args.host, args.port)
 
     from ray_distill.cli.console import run_console
+    from ray_distill.stages.paths import on_this_node
     from ray_distill.stages.pipeline import run_pipeline
 
-    config = load_config(args.config, args.overrides)
+    config = on_this_node(load_config(args.config, args.overrides))
     stages = None if args.command == "run" else [args.command]
     command = " ".join([args.command, args.config, *args.overrides])
     with run_console(Path(config.run.dir), command, quiet=args.quiet, verbose=args.verbose) as console:

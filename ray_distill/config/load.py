@@ -51,6 +51,24 @@ def _schema() -> DictConfig:
     return OmegaConf.structured(ExperimentConfig)
 
 
+def relocate(value: Any, old: str, new: str) -> Any:
+    """`value` (a config, or any part of one) with every path that is `old` or lies under it moved to `new`:
+    the run directory and what interpolations such as ${run.dir}/world made of it."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: relocate(getattr(value, f.name), old, new)
+                                             for f in dataclasses.fields(value) if f.init})
+    if isinstance(value, str):
+        base = old.rstrip("/")
+        if value == old or value == base:
+            return new
+        return new.rstrip("/") + value[len(base):] if base not in ("", ".") and value.startswith(base + "/") else value
+    if isinstance(value, list):
+        return [relocate(v, old, new) for v in value]
+    if isinstance(value, dict):
+        return {k: relocate(v, old, new) for k, v in value.items()}
+    return value
+
+
 def to_yaml(config: ExperimentConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))
 

@@ -567,6 +567,7 @@ class SweepConfig:
         "student), or every trial on a cluster with an autoscaler.", None)
     trial_cpus: float = _help("CPUs each trial's driver reserves (its training workers and student replicas reserve "
                               "their own).", 0.0)
+    resources: dict[str, float] = _resources_help("each trial's driver")
 
     def problems(self) -> Problems:
         if not self.ftp and not self.cot_distill and not self.cot_prompt:
@@ -580,6 +581,7 @@ class SweepConfig:
         if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
             yield "max_concurrent_trials", f"must be >= 1 or null, got {self.max_concurrent_trials}"
         yield from _at_least(self, 0, "trial_cpus")
+        yield from _resource_problems(self.resources)
 
 
 @dataclass

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import ray
 
+from ray_distill.distributed.datasets import read_parquet
 from ray_distill.fileio import write_json_atomic
 from ray_distill.tools.retrieval.encoder import Encoder
 from ray_distill.tools.retrieval.shards import PASSAGES_FILE, IndexKind, ShardManifest, build_index, write_shard
@@ -60,7 +61,7 @@ def embed_shard(directory: Path, embedder: str, encoders: int = 1, batch_size: i
     try:
         # Blocks of a few thousand passages: encoders share the shard, and progress is steady.
         blocks = max(1, -(-count // (16 * batch_size)))
-        dataset = ray.data.read_parquet(str(directory / PASSAGES_FILE), override_num_blocks=blocks).select_columns(
+        dataset = read_parquet(directory / PASSAGES_FILE, resources, override_num_blocks=blocks).select_columns(
             ["contents"]).map_batches(
             # Batches of 16 model batches: the encoder sorts each by length, so little is padding.
             _EncodeBatch, fn_constructor_args=(embedder, batch_size), batch_size=16 * batch_size,

@@ -79,6 +79,8 @@ def roles(config, shards: Optional[int] = None) -> list[Role]:
         Role("train worker", "train", ("train", "sweep"), t.workers,
              _bundle(t.cpus_per_worker, t.gpus_per_worker, t.resources)),
         _replica("student replica", "student_engine", ("evaluate", "sweep"), c.student_engine),
+        Role("sweep trial (its driver)", "sweep", ("sweep",), c.sweep.max_concurrent_trials or 1,
+             _bundle(c.sweep.trial_cpus, 0, c.sweep.resources)),
     ]
     if not q.url:
         found += [Role("retrieval router", "retrieval", ("generate", "evaluate", "sweep"), q.replicas,

@@ -47,21 +47,21 @@ def concurrent_trials(per_trial: dict[str, tuple[float, float]], trials: int, co
 
 
 def run_tune(trainable: Callable[[dict], dict[str, Any]], keys: list[tuple[str, str]], storage: Path, name: str,
-             trial_cpus: float, max_concurrent: int, progress: bool = True,
+             trial: dict[str, float], max_concurrent: int, progress: bool = True,
              console: Optional[TextIO] = None) -> list[dict[str, Any]]:
-    """Run `trainable(params)` for each (student, method) in `keys` as a Tune grid; returns per trial its
-    params, status, metrics, error and trial directory. A progress bar of finished trials goes to
-    `console` (default: stderr)."""
+    """Run `trainable(params)` for each (student, method) in `keys` as a Tune grid, each trial's driver
+    reserving `trial` (`cpu` and custom resources); returns per trial its params, status, metrics, error and
+    trial directory. A progress bar of finished trials goes to `console` (default: stderr)."""
     students = list(dict.fromkeys(s for s, _ in keys))
     methods = list(dict.fromkeys(m for _, m in keys))
     if len(students) * len(methods) != len(keys):
         raise ValueError("the sweep's trials must be every student with every method")
 
-    def trial(params: dict) -> None:
+    def run(params: dict) -> None:
         tune.report(trainable(params))
 
     # Tune refuses a trial that reserves nothing; a MiB of memory lets trial_cpus be 0.
-    runnable = tune.with_resources(trial, {"cpu": trial_cpus, "memory": 1 << 20})
+    runnable = tune.with_resources(run, {**trial, "memory": 1 << 20})
     with tqdm(total=len(keys), desc="sweep trials", unit=" trial", disable=not progress, file=console) as bar:
         tuner = tune.Tuner(
             runnable,
@@ -86,13 +86,20 @@ class _TrialBar(tune.Callback):
     the run's log file). Tune calls it in this process."""
 
     def __init__(self, bar: tqdm):
-        self.bar = bar
+        self.bar: Optional[tqdm] = bar
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its run config, callbacks included, to be able to restore the experiment; the bar draws
+        # on the console (under the CLI, a file open for writing), which does not pickle and would not restore.
+        return {"bar": None}
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.bar.update(1)
+        if self.bar is not None:
+            self.bar.update(1)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.bar.update(1)
+        if self.bar is not None:
+            self.bar.update(1)
 
 
 def _reported(key: str) -> bool:

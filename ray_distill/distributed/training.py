@@ -28,6 +28,8 @@ from ray.train.torch import TorchConfig, TorchTrainer, get_device
 from transformers import AutoTokenizer
 
 from ray_distill.config.schema import TrainConfig
+from ray_distill.distributed.cluster import OWN_PLACEMENT
+from ray_distill.distributed.datasets import read_parquet
 from ray_distill.failpoints import kill_point
 from ray_distill.fileio import write_json_atomic
 from ray_distill.training.data_order import DataPosition, steps_per_epoch
@@ -73,7 +75,9 @@ def train_worker(config: dict) -> None:
     prepare(model, compute)
     if rank == 0:  # the stage's summary reports it (a worker's log lines stay in the worker)
         Path(job.log_dir).mkdir(parents=True, exist_ok=True)
-        write_json_atomic(Path(job.log_dir) / COMPUTE_FILE, {"compute": compute.describe(), "notes": notes})
+        placed = {"backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
+                  "gpu_ids": [str(i) for i in ray.get_gpu_ids()]}
+        write_json_atomic(Path(job.log_dir) / COMPUTE_FILE, {"compute": compute.describe(), "notes": notes, **placed})
     per_epoch = steps_per_epoch(job.num_sequences, train.global_batch_size)
     total_steps = per_epoch * train.epochs
     engine = deepspeed_engine(model, train, workers=world, dtype=dtype, total_steps=total_steps)
@@ -103,11 +107,26 @@ def train_worker(config: dict) -> None:
         steps_log.close()
 
 
+def backend_for(gpus_per_worker: float, cuda: bool) -> str:
+    """The workers' process-group backend. NCCL needs CUDA on the node, not only GPUs in Ray's books: a
+    node's GPUs can be logical (a fake cluster, a test's `num_gpus`), and then the workers, scheduled as
+    GPU workers, compute on CPU over gloo."""
+    return "nccl" if gpus_per_worker > 0 and cuda else "gloo"
+
+
+@ray.remote(num_cpus=0)
+def _cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
 def fit_student(train, job: TrainJob) -> dict[str, Any]:
     """Train (or resume) on Ray Train; returns the final checkpoint's path and metrics."""
     ray.data.DataContext.get_current().enable_progress_bars = False  # the stage shows its own bar
-    dataset = ray.data.read_parquet(str(Path(job.data_dir) / "sequences.parquet")).materialize()
+    dataset = read_parquet(Path(job.data_dir) / "sequences.parquet", train.resources).materialize()
     on_gpu = train.gpus_per_worker > 0
+    # Asked where a worker would run (it waits for the same scale-up the workers need).
+    cuda = on_gpu and ray.get(_cuda_available.options(num_gpus=train.gpus_per_worker, resources=train.resources,
+                                                      **OWN_PLACEMENT).remote())
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"train": asdict(train), "job": asdict(job)},
@@ -124,7 +143,7 @@ def fit_student(train, job: TrainJob) -> dict[str, Any]:
         # identically on each rank and each one takes its share (see data_order.py).
         dataset_config=ray.train.DataConfig(datasets_to_split=[],
                                             execution_options=ExecutionOptions(preserve_order=True)),
-        torch_config=TorchConfig(backend="nccl" if on_gpu else "gloo"),
+        torch_config=TorchConfig(backend=backend_for(train.gpus_per_worker, cuda)),
     )
     result = trainer.fit()
     return {"checkpoint": result.checkpoint.path if result.checkpoint else None, "metrics": dict(result.metrics or {})}

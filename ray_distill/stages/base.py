@@ -69,6 +69,9 @@ class Stage:
     is_complete: Callable[[StageContext], bool]
     outputs: Optional[Callable[[StageContext], list[Path]]] = None
     tensorboard: bool = False  # writes TensorBoard events under its outputs
+    # Whether the pipeline copies its outputs to `run.storage` every `run.storage_interval` seconds while it
+    # runs, not only at the end: off where other processes write the storage meanwhile (the sweep's trials).
+    copied_while_running: bool = True
     # Raises UserError for a config this stage would fail on, from the config alone; the pipeline checks
     # every stage it runs before the first starts, so no failure waits behind hours of earlier stages.
     check: Optional[Callable[[ExperimentConfig], None]] = None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ray_distill.agent import prompts
+from ray_distill.config import ExperimentConfig, relocate
 from ray_distill.data.benchmarks import default_data_dir
 from ray_distill.data.datasets import file_digest, set_file
 from ray_distill.errors import ConfigError
@@ -46,6 +47,29 @@ def portable(ctx: StageContext, settings: dict[str, Any]) -> dict[str, Any]:
         return settings
     where = "|".join(re.escape(json.dumps(s)[1:-1]) for s in spellings)
     return json.loads(re.sub(f"(?<=[\"'])(?:{where})(?=[/\"'])", "${run.dir}", json.dumps(settings)))
+
+
+# A test's stand-in for nodes with disks of their own on one machine (tests/test_multinode_sweep.py): set per
+# node, it holds that node's copy of every run directory, /runs/x at <root>/runs/x. Without it a run directory
+# is where its path says, on whichever node reads it.
+NODE_ROOT = "RAY_DISTILL_NODE_ROOT"
+
+
+def logical_run_dir(run_dir: Path) -> str:
+    """The run directory as every node names it: absolute, without this node's root."""
+    path, root = Path(os.path.abspath(run_dir)), os.environ.get(NODE_ROOT)
+    return "/" + path.relative_to(root).as_posix() if root and path.is_relative_to(root) else str(path)
+
+
+def on_this_node(config: ExperimentConfig, logical: Optional[str] = None) -> ExperimentConfig:
+    """`config` with its run directory (`logical`, default run.dir) where this node keeps it: under the node's
+    root, or with none at `logical` itself."""
+    root = os.environ.get(NODE_ROOT)
+    if logical is None and not root:
+        return config
+    logical = logical or logical_run_dir(Path(config.run.dir))
+    here = str(Path(root) / logical.lstrip("/")) if root else logical
+    return relocate(config, config.run.dir, here)
 
 
 def settings_dir(base: Path, settings: dict[str, Any]) -> Path:

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, TextIO
 
 from ray_distill.config import ExperimentConfig, to_yaml
+from ray_distill.distributed.autoscaler import failing_fast_when_infeasible
+from ray_distill.distributed.resources import roles
 from ray_distill.errors import UserError
 from ray_distill.fileio import write_json_atomic
 from ray_distill.registry import STAGES
@@ -81,7 +83,9 @@ def run_pipeline(
             log.info("[%s] %s", name, STAGES[name])
             start = time.time()
             try:
-                with PeriodicPush(storage, stage.output_dirs(ctx), config.run.storage_interval):
+                interval = config.run.storage_interval if stage.copied_while_running else 0
+                with PeriodicPush(storage, stage.output_dirs(ctx), interval), \
+                        failing_fast_when_infeasible(name, [r for r in roles(config) if name in r.stages]):
                     summary = stage.run(ctx)
             except BaseException as e:
                 if not isinstance(e, KeyboardInterrupt):

@@ -26,10 +26,11 @@ import logging
 import os
 import shutil
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, ContextManager, Iterable, Optional
 
 from ray_distill.errors import DataError, UserError, brief, first_line, is_text
 from ray_distill.fileio import parse_json
@@ -70,12 +71,15 @@ def open_filesystem(uri: str):
 
 
 class RunStorage:
-    """`local` (the run directory) mirrored at `uri`."""
+    """`local` (the run directory) mirrored at `uri`. Where several run directories push to one storage at
+    once (a sweep's trials on nodes without a shared mount), `lock` makes each push's update of the index
+    one at a time; each then writes only its own changes."""
 
-    def __init__(self, uri: str, local: Path):
+    def __init__(self, uri: str, local: Path, lock: Callable[[], ContextManager] = nullcontext):
         self.uri = uri
         self.local = Path(local).resolve()
         self.fs, self.root = open_filesystem(uri)
+        self._lock = lock
 
     def _remote(self, relative: str) -> str:
         return f"{self.root}/{relative}"
@@ -111,10 +115,14 @@ class RunStorage:
                 raise DataError(f"{where}: {brief(relative)}: expected [size, mtime_ns], got {brief(version)}")
         return index
 
-    def pull(self) -> int:
-        """Fetch every stored file the run directory lacks or holds in an older version; returns how many."""
+    def pull(self, under: Optional[Iterable[Path]] = None) -> int:
+        """Fetch every stored file the run directory lacks or holds in an older version (only those under the
+        files or directories `under`, if given); returns how many."""
+        prefixes = None if under is None else self._inside(under, "fetched from")
         todo = []
         for relative, (size, mtime_ns) in self.stored().items():
+            if prefixes is not None and not any(_is_under(relative, prefix) for prefix in prefixes):
+                continue
             path = self.local / relative
             if not path.is_file() or path.stat().st_mtime_ns < mtime_ns:
                 todo.append((relative, size, mtime_ns))
@@ -125,15 +133,11 @@ class RunStorage:
         """Store the files under `paths` (files or directories inside the run directory) whose version the
         storage lacks, and forget those gone locally; returns how many files were stored."""
         index = self.stored()
-        todo, gone = [], []
-        for path in paths:
-            path = Path(path).expanduser().resolve()
-            if not path.is_relative_to(self.local):
-                log.warning("%s is outside the run directory %s: not copied to %s", path, self.local, self.uri)
-                continue
-            prefix = "" if path == self.local else path.relative_to(self.local).as_posix()
+        todo, present = [], set()
+        prefixes = self._inside(paths, "copied to")
+        for prefix in prefixes:
+            path = self.local / prefix
             files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-            present = set()
             for file in files:
                 if _is_temporary(file.name):
                     continue
@@ -142,15 +146,30 @@ class RunStorage:
                 version = _version(file)
                 if index.get(relative) != version:
                     todo.append((relative, version))
-            gone += [k for k in index if (not prefix or k == prefix or k.startswith(prefix + "/")) and k not in present]
         self._run(self._upload, [relative for relative, _ in todo], f"copying to {self.uri}")
-        if todo or gone:
-            for relative in gone:
-                del index[relative]
-            index.update(todo)
-            self._write_index(index)
-            self._run(self._delete, gone, f"deleting from {self.uri} what the run no longer has")
+        with self._lock():
+            # Read again: another run directory may have pushed meanwhile, and its entries stay.
+            index = self.stored()
+            gone = [k for k in index if k not in present and any(_is_under(k, prefix) for prefix in prefixes)]
+            if todo or gone:
+                for relative in gone:
+                    del index[relative]
+                index.update(todo)
+                self._write_index(index)
+        self._run(self._delete, gone, f"deleting from {self.uri} what the run no longer has")
         return len(todo)
+
+    def _inside(self, paths: Iterable[Path], doing: str) -> list[str]:
+        """`paths` relative to the run directory ("" for the directory itself); those outside it are left out,
+        and the log says so."""
+        inside = []
+        for path in paths:
+            path = Path(path).expanduser().resolve()
+            if path.is_relative_to(self.local):
+                inside.append("" if path == self.local else path.relative_to(self.local).as_posix())
+            else:
+                log.warning("%s is outside the run directory %s: not %s %s", path, self.local, doing, self.uri)
+        return inside
 
     def _write_index(self, index: dict[str, list[int]]) -> None:
         partial = self._remote(INDEX + ".tmp")
@@ -171,7 +190,7 @@ class RunStorage:
         relative, size, mtime_ns = item
         path = self.local / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".pull-{path.name}")
+        partial = path.with_name(f".pull-{uuid.uuid4().hex[:8]}-{path.name}")  # two pulls of one file can overlap
         with self._errors(f"fetch {relative}"):
             with self.fs.open_input_stream(self._remote(relative)) as source, open(partial, "wb") as target:
                 shutil.copyfileobj(source, target, 1 << 20)
@@ -226,6 +245,10 @@ class PeriodicPush:
             except Exception:
                 log.exception("copying the running stage's outputs to %s failed; trying again in %.0f s",
                               self.storage.uri, self.interval)
+
+
+def _is_under(relative: str, prefix: str) -> bool:
+    return not prefix or relative == prefix or relative.startswith(prefix + "/")
 
 
 def _is_temporary(name: str) -> bool:

@@ -5,11 +5,16 @@ base student, the CoT-distillation baseline, and agent distillation with
 FTP on/off x SAG on/off. First the teacher's data is made once per FTP
 setting the trials need (the `cot`, `generate` and `filter` stages, each
 skipped when done); then every trial trains its student (trials that
-differ only in SAG share one training run, under a file lock) and
-evaluates it, and reports its accuracies to Tune. Tune's experiment lives
-in `sweep/<experiment>/` (one TensorBoard run per trial); `sweep/trials.md`
-lists every trial and its accuracy. The `report` stage then tabulates
-all evaluations of the run.
+differ only in SAG share one training run, under a lease that holds
+across nodes) and evaluates it, and reports its accuracies to Tune. With
+`run.storage`, a trial's driver needs no disk it shares with the sweep's
+driver: the trial fetches the teacher data (and a sibling's student) from
+the storage and stores what it makes there, and the driver fetches every
+trial's outputs at the end. (The workers a trial starts read the paths of
+the trial's node: without a shared mount they must run on that node.)
+Tune's experiment lives in `sweep/<experiment>/` (one TensorBoard run per
+trial); `sweep/trials.md` lists every trial and its accuracy. The `report`
+stage then tabulates all evaluations of the run.
 """
 
 from __future__ import annotations
@@ -22,23 +27,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from ray_distill.config import ExperimentConfig
 from ray_distill.distributed import resources
 from ray_distill.distributed.cluster import require_resources
+from ray_distill.distributed.locks import cluster_lock, lock_table
 from ray_distill.distributed.sweep import concurrent_trials, run_tune
 from ray_distill.errors import UserError
 from ray_distill.evaluation.grid import sweep_trials, teacher_settings, trained_students
 from ray_distill.fileio import write_json_atomic
 from ray_distill.stages import load
 from ray_distill.stages.base import Stage, StageContext
-from ray_distill.stages.paths import RESULTS, evaluate_dir, evaluated_models, sweep_dir, train_dir
+from ray_distill.stages.paths import (RESULTS, evaluate_dir, evaluated_models, index_dir, logical_run_dir,
+                                     on_this_node, sweep_dir, train_dir, train_source, world_dir)
 from ray_distill.stages.services import index_shards
+from ray_distill.stages.storage import PeriodicPush, RunStorage
 from ray_distill.training.export import EXPORT_INFO
 from ray_distill.training.sizing import require_fit
 
 log = logging.getLogger(__name__)
+TEACHER_OUTPUTS = ("cot", "generate", "filter")
+STORAGE_INDEX = "run.storage index"  # the lease that makes the trials' updates of the storage's index take turns
 
 
 def _teacher_data(ctx: StageContext) -> None:
@@ -55,24 +63,38 @@ def _teacher_data(ctx: StageContext) -> None:
     ctx.services.close()  # the teacher's replicas would hold what the trials need
 
 
-def run_trial(config: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
+def run_trial(config: ExperimentConfig, run_dir: Path, locks: str) -> dict[str, Any]:
     """Train (unless done, or another trial is training the same student) and evaluate one trial's config;
-    returns the metrics Tune records."""
+    returns the metrics Tune records. With `run.storage`, the trial's node may have none of the run: it
+    fetches what it reads from there and stores what it makes, so other trials and the driver find it.
+    `locks` names the sweep's lease table (`distributed/locks.py`)."""
     train, evaluate = load("train"), load("evaluate")
     ctx = StageContext(config=config, run_dir=run_dir, progress=False)
+    storage = (RunStorage(config.run.storage, run_dir, lock=functools.partial(cluster_lock, locks, STORAGE_INDEX))
+               if config.run.storage else None)
     try:
+        if storage:  # the questions, the index to search, the teacher data (whose digest names the training)
+            storage.pull(under=[world_dir(ctx), index_dir(ctx), train_source(ctx)])
         if config.evaluate.models == ["distilled"]:
             directory = train_dir(ctx)
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(directory.with_name(directory.name + ".lock"))):  # beside it: the run makes the dir
+            with cluster_lock(locks, f"train {directory.relative_to(run_dir)}"):
+                if storage:  # trained already, for a trial that differs in SAG only
+                    storage.pull(under=[directory])
                 if not train.is_complete(ctx):
                     train.run(ctx)
+                if storage:  # also what an earlier try of this trial made and did not store before it died
+                    storage.push([directory])
+        model = evaluated_models(ctx)[0]  # a trained student's evaluation is keyed by its export
+        results = evaluate_dir(ctx, model) / RESULTS
+        if storage:  # an earlier run's evaluation of this trial
+            storage.pull(under=[results.parent])
         if not evaluate.is_complete(ctx):
             evaluate.run(ctx)
+        if storage:
+            storage.push([results.parent, Path(json.loads(results.read_text())["tensorboard"])])
     finally:
         ctx.services.close()
-    model = evaluated_models(ctx)[0]
-    results = json.loads((evaluate_dir(ctx, model) / RESULTS).read_text())
+    results = json.loads(results.read_text())
     metrics: dict[str, Any] = {"average": results["average"]}
     for name, m in results["sets"].items():
         metrics[f"accuracy/{name}"] = m["accuracy"]
@@ -85,10 +107,12 @@ def run_trial(config: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-def _trainable(configs: dict[tuple[str, str], ExperimentConfig], run_dir: str, params: dict) -> dict[str, Any]:
+def _trainable(configs: dict[tuple[str, str], ExperimentConfig], logical_dir: str, locks: str,
+               params: dict) -> dict[str, Any]:
     # Tune starts each trial in its own log folder; the config's relative paths are the job's.
     os.chdir(os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd()))
-    return run_trial(configs[(params["student"], params["method"])], Path(run_dir))
+    config = on_this_node(configs[(params["student"], params["method"])], logical_dir)
+    return run_trial(config, Path(config.run.dir), locks)
 
 
 def per_trial_resources(ctx: StageContext) -> dict[str, tuple[float, float]]:
@@ -121,16 +145,26 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     # Checked here, before hours of teacher data: a trial's own stages run in a Tune worker, which did not
     # start this Ray, so they do not check.
     require_resources({}, {f"{s}.resources": getattr(ctx.config, s).resources
-                           for s in ("train", "student_engine", "rollout", "retrieval")})
-    _teacher_data(ctx)
+                           for s in ("train", "student_engine", "rollout", "retrieval", "sweep")})
+    storage = RunStorage(ctx.config.run.storage, ctx.run_dir) if ctx.config.run.storage else None
+    teacher = [ctx.run_dir / name for name in TEACHER_OUTPUTS]
+    with PeriodicPush(storage, teacher, ctx.config.run.storage_interval):
+        _teacher_data(ctx)
+    if storage:  # for trials on nodes that do not share this one's disk
+        storage.push([world_dir(ctx), index_dir(ctx), *teacher])
     at_once = concurrent_trials(per_trial_resources(ctx), len(trials), ctx.config.sweep.max_concurrent_trials)
     log.info("[sweep] %d trials (%s), %d at a time", len(trials),
              ", ".join(dict.fromkeys(t.method for t in trials)), at_once)
     configs = {(t.student, t.method): t.config for t in trials}
     out = sweep_dir(ctx)
     name = time.strftime("tune-%Y%m%d-%H%M%S")
-    outcomes = run_tune(functools.partial(_trainable, configs, str(ctx.run_dir.resolve())), list(configs),
-                        out, name, ctx.config.sweep.trial_cpus, at_once, ctx.progress, ctx.console)
+    locks = f"ray-distill-{name}"
+    with lock_table(locks):
+        outcomes = run_tune(functools.partial(_trainable, configs, logical_run_dir(ctx.run_dir), locks), list(configs),
+                            out, name, {"cpu": ctx.config.sweep.trial_cpus, **ctx.config.sweep.resources}, at_once,
+                            ctx.progress, ctx.console)
+    if storage:  # what the trials trained and evaluated, wherever they ran
+        storage.pull(under=[ctx.run_dir / "train", ctx.run_dir / "evaluate"])
     order = {key: i for i, key in enumerate(configs)}
     outcomes.sort(key=lambda o: order.get((o["student"], o["method"]), len(order)))
     (out / "trials.md").write_text(trials_table(outcomes))
@@ -161,8 +195,12 @@ STAGE = Stage(
             "student_engine", "evaluate", "benchmarks", "sweep"),
     run=_run,
     is_complete=_is_complete,
-    # The teacher data made before Tune starts, and every trial's training and evaluation.
-    outputs=lambda ctx: [ctx.run_dir / name for name in ("cot", "generate", "filter", "train", "evaluate", "sweep")],
+    # The teacher data made before Tune starts, and Tune's records; every trial stores its own training and
+    # evaluation. The pipeline's copies while the stage runs would write the storage's index beside the
+    # trials', which take turns under a lease that the driver's copies do not hold: `_run` copies the teacher
+    # data while it makes it, before the trials start.
+    outputs=lambda ctx: [ctx.run_dir / name for name in (*TEACHER_OUTPUTS, "sweep")],
+    copied_while_running=False,
     tensorboard=True,
     check=_check,
     headline=lambda summary: f"{summary['trials']} trials, {summary['at_once']} at a time; the table: {summary['table']}",
