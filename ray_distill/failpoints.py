@@ -7,12 +7,14 @@ does nothing unless armed through the environment:
     RAY_DISTILL_KILL_AT="engine.generate@3"   # the 3rd pass through that point, in a process
     RAY_DISTILL_KILL_DIR=/some/dir            # where fired points leave their marker
 
-The process that makes the n-th pass kills itself, or with `pid` the process it owns (the
-host of a sandbox kills that sandbox's worker). A point fires once per run, not once per
-process: the first to fire creates `KILL_DIR/<name>` exclusively and writes the killed pid
-there, so a component that Ray restarts does not die again at its own n-th pass, and a test
-can check that the kill happened. A local Ray cluster's workers inherit the environment of
-the driver that starts it, which is how the tests arm points in every component.
+The process that makes the n-th pass kills itself, or with `group` the process group it
+owns: the host of a sandbox kills the sandbox's whole process tree at once, since a state
+holder left alive for the moments its parent takes to die could still answer the step. A
+point fires once per run, not once per process: the first to fire creates `KILL_DIR/<name>`
+exclusively and writes the killed pid there, so a component that Ray restarts does not die
+again at its own n-th pass, and a test can check that the kill happened. A local Ray
+cluster's workers inherit the environment of the driver that starts it, which is how the
+tests arm points in every component.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ def armed() -> dict[str, int]:
     return _armed
 
 
-def kill_point(name: str, pid: Optional[int] = None) -> None:
-    """Pass the point `name`; on its armed pass, SIGKILL this process (or `pid`)."""
+def kill_point(name: str, group: Optional[int] = None) -> None:
+    """Pass the point `name`; on its armed pass, SIGKILL this process (or every process of `group`)."""
     points = armed()
     if name not in points:
         return
@@ -57,11 +59,11 @@ def kill_point(name: str, pid: Optional[int] = None) -> None:
         _passes[name] += 1
         if _passes[name] != points[name]:
             return
-    victim = pid or os.getpid()
+    victim = group or os.getpid()
     try:
         fd = os.open(Path(os.environ[MARKERS]) / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:  # fired already, in the process this one replaces
         return
     with os.fdopen(fd, "w") as marker:
         marker.write(f"{victim}\n")
-    os.kill(victim, signal.SIGKILL)
+    (os.killpg if group else os.kill)(victim, signal.SIGKILL)

@@ -252,7 +252,7 @@ class SandboxSession:
             limit_error = f"ToolLimit: more than {self.policy.tool_calls_per_step} tool calls in one step of the code"
             # Before the request: a worker killed after it could have written its reply, which stays readable
             # in the pipe, and the step would then succeed.
-            kill_point("sandbox.step", pid=self.pid)
+            kill_point("sandbox.step", group=self.pid)
             self._send({**request, "timeout": self.policy.timeout_seconds})
             deadline = time.monotonic() + self.policy.timeout_seconds + 10
             try:
