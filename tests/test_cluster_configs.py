@@ -297,6 +297,8 @@ def test_the_autoscalers_infeasible_verdict_is_read_and_traced_to_the_role_that_
     assert [r.name for r in roles_asking({"GPU": 1.0}, [r for r in roles(plain) if "sweep" in r.stages])] == [
         "train worker", "student replica"]  # the sweep starts both: the message names both
     assert roles_asking({"CPU": 1.0, "GPU": 2.0}, train_roles) == []  # not this stage's: only logged
+    # Nor is another job's bare GPU with more CPUs than any node has, where no custom resource names the role.
+    assert roles_asking({"CPU": 128.0, "GPU": 1.0}, [r for r in roles(plain) if "train" in r.stages]) == []
     generate_roles = [r for r in roles(config) if "generate" in r.stages]
     assert roles_asking(infeasible_shapes(V2_EVENT)[0], generate_roles)[0].name.startswith("rollout worker")
     role = roles_asking(infeasible_shapes(V1_EVENT)[0], train_roles)

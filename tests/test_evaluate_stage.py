@@ -133,3 +133,36 @@ def test_concurrent_trials_follow_the_local_rays_resources_and_unplaceable_trial
         concurrent_trials({"one trial": (8.0, 0.0)}, trials=2, configured=None)
     with pytest.raises(UserError, match="needs 1 GPUs"):
         concurrent_trials({"one trial": (1.0, 1.0)}, trials=2, configured=None)
+
+
+def test_an_interrupt_stops_the_sweep_instead_of_passing_its_unfinished_trials_off_as_done(local_ray, tmp_path):
+    """Ctrl-C, or the interrupt of a demand no node type can hold (`autoscaler.py`), raises out of Tune; Tune's
+    own handler would stop quietly and return the unfinished trials as the sweep's outcome."""
+    import _thread
+    import threading
+    import time
+
+    from ray_distill.distributed.sweep import run_tune
+
+    started, returned = tmp_path / "started", threading.Event()
+
+    def trainable(params: dict) -> dict:
+        started.touch()
+        time.sleep(20)
+        return {"average": 1.0}
+
+    def interrupt_once_started() -> None:
+        while not returned.is_set():
+            if started.exists():
+                _thread.interrupt_main()
+                return
+            time.sleep(0.1)
+
+    threading.Thread(target=interrupt_once_started, daemon=True).start()
+    try:
+        outcome = run_tune(trainable, [("tiny", "m")], tmp_path / "tune", "t", {"cpu": 0}, 1, progress=False)
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    finally:
+        returned.set()
+    assert outcome == "interrupted"

@@ -118,13 +118,18 @@ def test_a_2x2_sweep_across_nodes_shares_only_run_storage(tmp_path, nodes, small
     assert all(len(copies) == 1 for copies in students.values()), "a student was trained twice"
     assert sum(len(files(roots[name], f"**/train/*/*/model/{EXPORT_INFO}")) for name in TRIAL_NODES) == 4
 
-    # The driver has every trial's outputs, from the storage, and so does the storage's index.
+    # The driver has every trial's outputs, from the storage (the students, not their checkpoints), and so does
+    # the storage's index, checkpoints included.
     assert len(files(head, "evaluate/*/*/results.json")) == 4
+    assert len(files(head, f"train/*/*/model/{EXPORT_INFO}")) == 2 and files(head, "train/*/*/logs/steps.jsonl")
+    assert not files(head, "train/*/*/ray")
     report = (head / "report" / "report.md").read_text().splitlines()
     assert report[2] == "| student | agent distill | +FTP | +SAG(N=2) | +FTP+SAG(N=2) |"
     index = json.loads((storage / ".ray-distill-storage.json").read_text())
     assert sum(k.startswith("evaluate/") and k.endswith("/results.json") for k in index) == 4
-    assert sum(k.endswith(f"/model/{EXPORT_INFO}") for k in index) == 2
+    trained = [k.split("/model/")[0] for k in index if k.endswith(f"/model/{EXPORT_INFO}")]
+    assert len(trained) == 2  # each with its checkpoints and logs, which the sibling that fetched it kept
+    assert all(any(k.startswith(f"{d}/ray/") for k in index) and f"{d}/logs/steps.jsonl" in index for d in trained)
 
     rerun = run(address, roots["head"], path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]

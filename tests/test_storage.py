@@ -122,6 +122,47 @@ def test_a_running_stage_is_copied_every_interval(tmp_path, monkeypatch):
     assert seen == {"while running": "step 100"}
 
 
+def test_work_stored_at_its_end_is_stored_also_when_it_fails_and_its_own_error_is_raised(tmp_path, monkeypatch):
+    """A sweep trial's training on a node that may go with it: stored when it ends, whichever way."""
+    from ray_distill.stages.storage import PeriodicPush
+
+    run = tmp_path / "run"
+    storage = RunStorage(str(tmp_path / "stored"), run)
+    (run / "train").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="worker died"):
+        with PeriodicPush(storage, [run / "train"], 0, last=True):
+            (run / "train" / "checkpoint-2.bin").write_text("step 2")
+            raise RuntimeError("worker died")
+    assert sorted(storage.stored()) == ["train/checkpoint-2.bin"]
+
+    def unreachable(self, paths):
+        raise OSError("storage unreachable")
+
+    monkeypatch.setattr(RunStorage, "push", unreachable)
+    with pytest.raises(RuntimeError, match="worker died again"):  # not the copy's error
+        with PeriodicPush(storage, [run / "train"], 0, last=True):
+            raise RuntimeError("worker died again")
+    with pytest.raises(OSError, match="storage unreachable"):  # after work that succeeded, the copy's error
+        with PeriodicPush(storage, [run / "train"], 0, last=True):
+            pass
+
+
+def test_a_fetch_cut_short_leaves_no_partial_file(tmp_path, monkeypatch):
+    made = tmp_path / "made"
+    make_run(made)
+    RunStorage(str(tmp_path / "stored"), made).push([made])
+
+    def cut(source, target, length=0):
+        target.write(b"half")
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(shutil, "copyfileobj", cut)
+    fresh = tmp_path / "fresh"
+    with pytest.raises(UserError, match="cannot fetch .*connection reset"):
+        RunStorage(str(tmp_path / "stored"), fresh).pull()
+    assert [p for p in fresh.rglob("*") if p.is_file()] == []
+
+
 def test_unknown_scheme_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="nosuchfs://"):
         RunStorage("nosuchfs://bucket/run", tmp_path)

@@ -53,13 +53,18 @@ def _same(a: dict[str, float], b: dict[str, float], ignore: tuple[str, ...] = ()
 def roles_asking(shape: dict[str, float], roles: Iterable[Role]) -> list[Role]:
     """The roles whose reservation `shape` is: those with the same bundle, else the same GPUs and custom
     resources (a library may add CPUs or memory around them: a probe task takes none), else the same custom
-    resources (the tasks that feed a role, such as its data's reads, carry its custom resources only)."""
+    resources (the tasks that feed a role, such as its data's reads, carry its custom resources only). With no
+    custom resource to tell it apart, a shape with more CPUs than the role's is not the role's: another job
+    asking for a bare GPU with more CPUs than any node has must not fail this stage."""
     roles = list(roles)
-    for ignore in ((), _BESIDE, (*_BESIDE, "GPU")):
-        found = [r for r in roles if _same(r.bundle, shape, ignore)]
-        if found:
-            return found
-    return []
+    found = [r for r in roles if _same(r.bundle, shape)]
+    found = found or [r for r in roles if _same(r.bundle, shape, _BESIDE) and (
+        _custom(r.bundle) or shape.get("CPU", 0.0) <= r.bundle.get("CPU", 0.0) + 1e-6)]
+    return found or [r for r in roles if _same(r.bundle, shape, (*_BESIDE, "GPU"))]
+
+
+def _custom(resources: dict[str, float]) -> bool:
+    return any(v and k not in (*_BESIDE, "GPU") for k, v in resources.items())
 
 
 def _describe(resources: dict[str, float]) -> str:
@@ -86,14 +91,22 @@ def failing_fast_when_infeasible(stage: str, roles: Iterable[Role], poll_s: floa
     since = time.time() - 2  # events carry whole seconds
     threading.Thread(target=_watch, args=(stage, roles, since, poll_s, verdict), name="infeasible-watch",
                      daemon=True).start()
+    failure = None
     try:
         yield
-    except BaseException:
-        error = verdict.finish()
-        if error is not None:
-            raise error from None
-        raise
-    error = verdict.finish()
+    except BaseException as e:
+        failure = e
+    while True:  # the interrupt may land as the block ends, before `finish` can take it
+        try:
+            error = verdict.finish()
+            break
+        except KeyboardInterrupt:
+            if verdict.error is None:
+                raise
+    if error is not None and failure is not None:
+        raise error from None
+    if failure is not None:
+        raise failure
     if error is not None:  # the stage finished all the same: the shape was also some other work's
         log.warning("%s", error)
 
@@ -133,7 +146,7 @@ def _watch(stage: str, roles: list[Role], since: float, poll_s: float, verdict: 
     from ray.util.state import list_cluster_events
 
     logged: set[str] = set()
-    answered = False
+    answered, unanswered = False, 0
     while not verdict.done.wait(poll_s):
         if not ray.is_initialized():  # the stage joins the cluster when it first needs it
             continue
@@ -143,7 +156,8 @@ def _watch(stage: str, roles: list[Role], since: float, poll_s: float, verdict: 
             events = list_cluster_events(filters=[("source_type", "=", "AUTOSCALER")], limit=10_000,
                                          timeout=max(1, int(poll_s * 5)), raise_on_missing_output=False)
         except Exception as e:
-            if not answered:  # no dashboard to ask: nothing to watch
+            unanswered += 1
+            if not answered and unanswered >= 3:  # no dashboard to ask (not one slow answer): nothing to watch
                 log.debug("not watching for infeasible demands: %s", e)
                 return
             log.debug("autoscaler events unavailable, asking again: %s", e)  # e.g. the dashboard's rate limit

@@ -13,10 +13,12 @@ only does the missing work, and a changed config never reuses stale trials.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 from pathlib import Path
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, Callable, Iterator, Optional, TextIO
 
 import ray
 from ray import tune
@@ -25,6 +27,8 @@ from tqdm import tqdm
 from ray_distill.distributed.cluster import init_ray, require_resources, started_locally
 
 log = logging.getLogger(__name__)
+FINISHED = "TERMINATED"  # Tune's word for a trial that returned; the others are ERROR and NOT FINISHED
+_TUNE_SIGINT = "TUNE_DISABLE_SIGINT_HANDLER"
 
 
 def concurrent_trials(per_trial: dict[str, tuple[float, float]], trials: int, configured: Optional[int]) -> int:
@@ -70,15 +74,33 @@ def run_tune(trainable: Callable[[dict], dict[str, Any]], keys: list[tuple[str, 
             run_config=tune.RunConfig(name=name, storage_path=str(storage.resolve()), verbose=1,
                                       failure_config=tune.FailureConfig(max_failures=0), callbacks=[_TrialBar(bar)]),
         )
-        grid = tuner.fit()
+        with _without_tunes_sigint_handler():
+            grid = tuner.fit()
     outcomes = []
     for result in grid:
         params = result.config or {}
+        metrics = {k: v for k, v in (result.metrics or {}).items() if _reported(k)}
         outcomes.append({"student": params.get("student"), "method": params.get("method"),
-                         "status": "ERROR" if result.error else "TERMINATED",
-                         "metrics": {k: v for k, v in (result.metrics or {}).items() if _reported(k)},
-                         "error": _first_line(result.error) if result.error else None, "dir": result.path})
+                         "status": "ERROR" if result.error else FINISHED if metrics else "NOT FINISHED",
+                         "metrics": metrics, "error": _first_line(result.error) if result.error else None,
+                         "dir": result.path})
     return outcomes
+
+
+@contextlib.contextmanager
+def _without_tunes_sigint_handler() -> Iterator[None]:
+    """Tune's own SIGINT handler turns a Ctrl-C, or the interrupt of a demand that no node type can hold
+    (`autoscaler.py`), into a quiet stop that returns the unfinished trials; without it the interrupt stops the
+    stage as it does every other. Resuming Tune's experiment is of no use: each invocation starts a new one."""
+    before = os.environ.get(_TUNE_SIGINT)
+    os.environ[_TUNE_SIGINT] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_TUNE_SIGINT, None)
+        else:
+            os.environ[_TUNE_SIGINT] = before
 
 
 class _TrialBar(tune.Callback):

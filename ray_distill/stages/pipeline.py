@@ -92,7 +92,7 @@ def run_pipeline(
                     log.error("[%s] failed after %.1f s", name, time.time() - start)
                 if storage:  # what the failed stage finished is not lost with the cluster
                     ctx.services.close()  # not holding GPUs through the copy
-                    _push_after_failure(storage, stage.output_dirs(ctx))
+                    storage.push_after_failure(stage.output_dirs(ctx))
                 raise
             manifest["stages"][name] = {
                 "fingerprint": fingerprint,
@@ -123,8 +123,3 @@ def _log_locations(ctx: StageContext, stage, storage: Optional[RunStorage]) -> N
         log.info("[%s] TensorBoard: tensorboard --logdir %s", stage.name, outputs[0] if len(outputs) == 1 else ctx.run_dir)
 
 
-def _push_after_failure(storage: RunStorage, paths: list[Path]) -> None:
-    try:
-        storage.push(paths)
-    except Exception:  # the stage's own error is the one to report
-        log.exception("copying the failed stage's outputs to %s failed", storage.uri)

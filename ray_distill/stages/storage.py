@@ -159,6 +159,13 @@ class RunStorage:
         self._run(self._delete, gone, f"deleting from {self.uri} what the run no longer has")
         return len(todo)
 
+    def push_after_failure(self, paths: Iterable[Path]) -> None:
+        """`push` for work that failed: a failed copy is logged, since the work's own error is the one to report."""
+        try:
+            self.push(paths)
+        except Exception:
+            log.exception("copying the failed work's outputs to %s failed", self.uri)
+
     def _inside(self, paths: Iterable[Path], doing: str) -> list[str]:
         """`paths` relative to the run directory ("" for the directory itself); those outside it are left out,
         and the log says so."""
@@ -191,9 +198,13 @@ class RunStorage:
         path = self.local / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".pull-{uuid.uuid4().hex[:8]}-{path.name}")  # two pulls of one file can overlap
-        with self._errors(f"fetch {relative}"):
-            with self.fs.open_input_stream(self._remote(relative)) as source, open(partial, "wb") as target:
-                shutil.copyfileobj(source, target, 1 << 20)
+        try:
+            with self._errors(f"fetch {relative}"):
+                with self.fs.open_input_stream(self._remote(relative)) as source, open(partial, "wb") as target:
+                    shutil.copyfileobj(source, target, 1 << 20)
+        except BaseException:  # named uniquely, so the next fetch would not overwrite it
+            partial.unlink(missing_ok=True)
+            raise
         fetched = partial.stat().st_size
         if fetched != size:  # overwritten by a push that died before writing its index
             partial.unlink()
@@ -220,10 +231,11 @@ class RunStorage:
 class PeriodicPush:
     """While the `with` block runs, push `paths` every `interval` seconds from a background thread, so a
     job killed outright keeps the last copy. A failed copy is logged and retried at the next interval:
-    the stage goes on."""
+    the stage goes on. With `last`, the block's end pushes once more, also when the block failed (then a
+    failed copy is only logged)."""
 
-    def __init__(self, storage: "RunStorage | None", paths: list[Path], interval: float):
-        self.storage, self.paths, self.interval = storage, paths, interval
+    def __init__(self, storage: "RunStorage | None", paths: list[Path], interval: float, last: bool = False):
+        self.storage, self.paths, self.interval, self.last = storage, paths, interval, last
         self._stop = threading.Event()
         self._thread = None
 
@@ -233,10 +245,15 @@ class PeriodicPush:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self._stop.set()
         if self._thread:
             self._thread.join()
+        if self.last and self.storage:
+            if exc_type is None:
+                self.storage.push(self.paths)
+            else:
+                self.storage.push_after_failure(self.paths)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

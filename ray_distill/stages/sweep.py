@@ -9,9 +9,10 @@ differ only in SAG share one training run, under a lease that holds
 across nodes) and evaluates it, and reports its accuracies to Tune. With
 `run.storage`, a trial's driver needs no disk it shares with the sweep's
 driver: the trial fetches the teacher data (and a sibling's student) from
-the storage and stores what it makes there, and the driver fetches every
-trial's outputs at the end. (The workers a trial starts read the paths of
-the trial's node: without a shared mount they must run on that node.)
+the storage and stores what it makes there, while it runs and when it
+ends, and the driver fetches every trial's student and evaluation at the
+end. (The workers a trial starts read the paths of the trial's node:
+without a shared mount they must run on that node.)
 Tune's experiment lives in `sweep/<experiment>/` (one TensorBoard run per
 trial); `sweep/trials.md` lists every trial and its accuracy. The `report`
 stage then tabulates all evaluations of the run.
@@ -31,7 +32,7 @@ from ray_distill.config import ExperimentConfig
 from ray_distill.distributed import resources
 from ray_distill.distributed.cluster import require_resources
 from ray_distill.distributed.locks import cluster_lock, lock_table
-from ray_distill.distributed.sweep import concurrent_trials, run_tune
+from ray_distill.distributed.sweep import FINISHED, concurrent_trials, run_tune
 from ray_distill.errors import UserError
 from ray_distill.evaluation.grid import sweep_trials, teacher_settings, trained_students
 from ray_distill.fileio import write_json_atomic
@@ -72,26 +73,32 @@ def run_trial(config: ExperimentConfig, run_dir: Path, locks: str) -> dict[str, 
     ctx = StageContext(config=config, run_dir=run_dir, progress=False)
     storage = (RunStorage(config.run.storage, run_dir, lock=functools.partial(cluster_lock, locks, STORAGE_INDEX))
                if config.run.storage else None)
+    interval = config.run.storage_interval
     try:
         if storage:  # the questions, the index to search, the teacher data (whose digest names the training)
             storage.pull(under=[world_dir(ctx), index_dir(ctx), train_source(ctx)])
         if config.evaluate.models == ["distilled"]:
             directory = train_dir(ctx)
             with cluster_lock(locks, f"train {directory.relative_to(run_dir)}"):
-                if storage:  # trained already, for a trial that differs in SAG only
-                    storage.pull(under=[directory])
+                if storage:  # trained already, by a trial that differs in SAG only; else an earlier try's checkpoints
+                    storage.pull(under=[directory / "model"])
+                    if not train.is_complete(ctx):
+                        storage.pull(under=[directory])
                 if not train.is_complete(ctx):
-                    train.run(ctx)
-                if storage:  # also what an earlier try of this trial made and did not store before it died
-                    storage.push([directory])
+                    # Stored while it trains and when it ends, whichever way: the node may go, with all it made.
+                    with PeriodicPush(storage, [directory], interval, last=True):
+                        train.run(ctx)
+                elif storage:  # only the export: the rest may not be here, and a push forgets what is not
+                    storage.push([directory / "model"])  # (an earlier try here may have died before storing it)
         model = evaluated_models(ctx)[0]  # a trained student's evaluation is keyed by its export
         results = evaluate_dir(ctx, model) / RESULTS
         if storage:  # an earlier run's evaluation of this trial
             storage.pull(under=[results.parent])
-        if not evaluate.is_complete(ctx):
-            evaluate.run(ctx)
-        if storage:
-            storage.push([results.parent, Path(json.loads(results.read_text())["tensorboard"])])
+        with PeriodicPush(storage, [results.parent], interval, last=True):
+            if not evaluate.is_complete(ctx):
+                evaluate.run(ctx)
+        if storage:  # written as the evaluation ends
+            storage.push([Path(json.loads(results.read_text())["tensorboard"])])
     finally:
         ctx.services.close()
     results = json.loads(results.read_text())
@@ -163,16 +170,20 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         outcomes = run_tune(functools.partial(_trainable, configs, logical_run_dir(ctx.run_dir), locks), list(configs),
                             out, name, {"cpu": ctx.config.sweep.trial_cpus, **ctx.config.sweep.resources}, at_once,
                             ctx.progress, ctx.console)
-    if storage:  # what the trials trained and evaluated, wherever they ran
-        storage.pull(under=[ctx.run_dir / "train", ctx.run_dir / "evaluate"])
+    if storage:  # what the trials made, wherever they ran: the students and their logs (not their checkpoints)
+        trained = {train_dir(StageContext(config=t.config, run_dir=ctx.run_dir, progress=False))
+                   for t in trials if t.config.evaluate.models == ["distilled"]}
+        storage.pull(under=[*(d / part for d in sorted(trained) for part in ("model", "logs")),
+                            ctx.run_dir / "evaluate"])
     order = {key: i for i, key in enumerate(configs)}
     outcomes.sort(key=lambda o: order.get((o["student"], o["method"]), len(order)))
     (out / "trials.md").write_text(trials_table(outcomes))
     write_json_atomic(out / "trials.json", outcomes, indent=2)
-    errored = [o for o in outcomes if o["error"]]
+    errored = [o for o in outcomes if o["status"] != FINISHED]
     if errored:
         raise UserError(f"{len(errored)} of {len(outcomes)} sweep trials failed (see {out / 'trials.md'}): "
-                        + "; ".join(f"{o['student']} {o['method']}: {o['error']}" for o in errored[:3])
+                        + "; ".join(f"{o['student']} {o['method']}: {o['error'] or o['status'].lower()}"
+                                    for o in errored[:3])
                         + "; run the stage again to retry them")
     return {"trials": len(outcomes), "at_once": at_once, "table": str(out / "trials.md"),
             "tune": str(out / name), "tensorboard": f"tensorboard --logdir {out / name}"}
