@@ -3,6 +3,9 @@ leaves no process of the group running, not even one that would outlive its pare
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -35,15 +38,16 @@ def family():
     parent = subprocess.Popen([sys.executable, "-c", FAMILY], stdout=subprocess.PIPE, text=True,
                               start_new_session=True)
     parent.stdout.readline()
-    members = [pid for pid in map(int, _proc_pids()) if _group_of(pid) == parent.pid]
+    members = [pid for pid in _proc_pids() if _group_of(pid) == parent.pid]
     assert len(members) == 2, members
     yield parent, members
-    subprocess.run(["kill", "-9", "--", f"-{parent.pid}"], stderr=subprocess.DEVNULL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(parent.pid, signal.SIGKILL)
     parent.wait()
 
 
-def _proc_pids() -> list[str]:
-    return [p.name for p in Path("/proc").iterdir() if p.name.isdigit()]
+def _proc_pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
 
 
 def _stat(pid: int) -> list[str] | None:

@@ -121,5 +121,3 @@ def _log_locations(ctx: StageContext, stage, storage: Optional[RunStorage]) -> N
         log.info("[%s] stored at %s", stage.name, storage.uri)
     if stage.tensorboard:
         log.info("[%s] TensorBoard: tensorboard --logdir %s", stage.name, outputs[0] if len(outputs) == 1 else ctx.run_dir)
-
-
